@@ -1,0 +1,1 @@
+//! murmur HTTP API (filled in by the command-side work).

@@ -1,0 +1,99 @@
+//! The query side's one door to the read models. HTTP handlers see only this trait, so a
+//! memory-resident copy kept current by the projectors can later serve them unchanged.
+//! Every method is a keyed lookup or a keyset page: its cost does not grow with follower
+//! or following counts.
+
+use chrono::{DateTime, Utc};
+use murmur_domain::{PostId, UserId};
+use serde::Serialize;
+
+use crate::Position;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    pub id: UserId,
+    pub handle: String,
+    pub display_name: String,
+    pub created_at: DateTime<Utc>,
+    pub followers_count: i64,
+    pub following_count: i64,
+    pub posts_count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Author {
+    pub id: UserId,
+    pub handle: String,
+    pub display_name: String,
+}
+
+/// A post as feeds and post lists show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostItem {
+    pub id: PostId,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub author: Author,
+}
+
+/// An entry of a follower or following list; `since` is when the follow happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserListItem {
+    pub id: UserId,
+    pub handle: String,
+    pub display_name: String,
+    pub since: DateTime<Utc>,
+}
+
+/// Which page to read: at most `limit` items after the opaque `cursor` (none: the first page).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Opaque keyset cursor of the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The client sent a cursor this read model did not issue (answer 400).
+    #[error("malformed cursor")]
+    BadCursor,
+    #[error("read model unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Names of the projections, as stored in checkpoints and used by `replay --projection`.
+pub mod names {
+    pub const PROFILES: &str = "profiles";
+    pub const GRAPH: &str = "graph";
+    pub const POSTS: &str = "posts";
+    pub const FEEDS: &str = "feeds";
+    pub const ALL: [&str; 4] = [PROFILES, GRAPH, POSTS, FEEDS];
+}
+
+#[async_trait::async_trait]
+pub trait ReadModel: Send + Sync {
+    async fn profile(&self, id: UserId) -> Result<Option<Profile>, ReadError>;
+    /// Case-insensitive.
+    async fn profile_by_handle(&self, handle: &str) -> Result<Option<Profile>, ReadError>;
+    /// The home feed: the user's own posts and those of everyone they follow (celebrity
+    /// authors merged at read time), newest first, no deleted post, no post twice.
+    async fn feed(&self, user: UserId, page: &PageRequest) -> Result<Page<PostItem>, ReadError>;
+    /// One author's posts, newest first.
+    async fn user_posts(&self, user: UserId, page: &PageRequest)
+        -> Result<Page<PostItem>, ReadError>;
+    /// Who follows `user`, newest first.
+    async fn followers(&self, user: UserId, page: &PageRequest)
+        -> Result<Page<UserListItem>, ReadError>;
+    /// Whom `user` follows, newest first.
+    async fn following(&self, user: UserId, page: &PageRequest)
+        -> Result<Page<UserListItem>, ReadError>;
+    /// How far the named projections have applied the log: the least of their checkpoints.
+    async fn progress(&self, projections: &[&str]) -> Result<Position, ReadError>;
+}
