@@ -1,1 +1,8 @@
-//! murmur HTTP API (filled in by the command-side work).
+//! murmur's HTTP server: command routes (appending events through the domain's aggregates),
+//! query routes (reading projections only), audit, health and metrics.
+
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod http;
+pub mod server;

@@ -1,1 +1,5 @@
-//! Benchmark tooling: the dataset generator (library part, so a smoke test can run it).
+//! murmur's benchmark tooling as a library, so the bins and the smoke test share it:
+//! the dataset generator and bearer-token minting for the load scripts.
+
+pub mod generate;
+pub mod tokens;

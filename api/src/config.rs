@@ -1,0 +1,87 @@
+//! Server configuration: command-line flags, each with an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// PostgreSQL connection string.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/murmur"
+    )]
+    pub database_url: String,
+
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "MURMUR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where murmur keeps what it generates once (the JWT secret when none is given).
+    #[arg(long, env = "MURMUR_DATA_DIR", default_value = ".data")]
+    pub data_dir: PathBuf,
+
+    /// Secret for signing bearer tokens (HS256). Generated into the data directory if unset.
+    #[arg(long, env = "MURMUR_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Lifetime of a bearer token, e.g. `7d`, `12h`, `30m`, `90s`.
+    #[arg(long, env = "MURMUR_TOKEN_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Bearer token that unlocks the audit routes. Audit is refused when unset.
+    #[arg(long, env = "MURMUR_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Authors with more followers than this are not fanned out on write.
+    #[arg(long, env = "MURMUR_CELEBRITY_THRESHOLD", default_value_t = 10_000)]
+    pub celebrity_threshold: i64,
+
+    /// Size of the PostgreSQL connection pool.
+    #[arg(long, env = "MURMUR_DB_POOL_SIZE", default_value_t = 32)]
+    pub db_pool_size: u32,
+
+    /// Do not run projectors in this process (run `murmur project` separately).
+    #[arg(long, env = "MURMUR_NO_PROJECTORS")]
+    pub no_projectors: bool,
+}
+
+/// Parses `7d`, `12h`, `30m`, `90s` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 7d, 12h, 30m or 90s"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?}: unit must be one of s, m, h, d")),
+    };
+    if secs == 0 {
+        return Err("a duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("7w").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

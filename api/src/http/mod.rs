@@ -1,0 +1,84 @@
+//! The HTTP layer: one application state, one error type, a `router()` per route module,
+//! composed here with the cross-cutting layers (request ids, tracing, body limit).
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use murmur_projections::ReadModel;
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::TokenKeys;
+use crate::commands::Commands;
+use crate::config::Config;
+
+pub mod audit;
+pub mod error;
+pub mod extractor;
+pub mod follows;
+pub mod health;
+pub mod openapi;
+pub mod posts;
+pub mod queries;
+pub mod users;
+
+pub use error::ApiError;
+
+/// Largest request body accepted (413 above it).
+pub const BODY_LIMIT: usize = 64 * 1024;
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything a handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    pub commands: Arc<Commands>,
+    pub read_model: Arc<dyn ReadModel>,
+    pub tokens: Arc<TokenKeys>,
+    pub admin_token: Option<Arc<str>>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let id = request
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri())
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id));
+
+    Router::new()
+        .merge(users::router())
+        .merge(follows::router())
+        .merge(posts::router())
+        .merge(queries::router())
+        .merge(audit::router())
+        .merge(health::router())
+        .merge(openapi::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(layers)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("method not allowed on this route".into())
+}

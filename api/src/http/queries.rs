@@ -1,0 +1,9 @@
+//! (to be filled in) routes of the `queries` module.
+
+use axum::Router;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+}

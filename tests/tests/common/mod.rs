@@ -1,0 +1,130 @@
+//! The end-to-end harness: a real murmur server (HTTP on a free loopback port, projectors
+//! in-process) over the fresh database `#[sqlx::test]` made for the test, and a client.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::time::Duration;
+
+use murmur_api::config::Config;
+use murmur_api::server::{self, Server};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+pub const PASSWORD: &str = "correct horse battery";
+pub const JWT_SECRET: &str = "test-secret";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    server: Option<Server>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub handle: String,
+    pub token: String,
+    /// The `position` the registration answered.
+    pub position: String,
+}
+
+/// The configuration tests run with; `start_with` may change it.
+pub fn test_config() -> Config {
+    Config {
+        database_url: String::new(),
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        data_dir: std::env::temp_dir().join("murmur-tests"),
+        jwt_secret: Some(JWT_SECRET.into()),
+        token_ttl: Duration::from_secs(3600),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        celebrity_threshold: 10_000,
+        db_pool_size: 20,
+        no_projectors: false,
+    }
+}
+
+impl TestServer {
+    /// Use from `#[sqlx::test(migrations = "../migrations")] async fn t(_: PgPoolOptions, db: PgConnectOptions)`.
+    pub async fn start(db: PgConnectOptions) -> Self {
+        Self::start_with(db, |_| {}).await
+    }
+
+    pub async fn start_with(db: PgConnectOptions, configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config();
+        configure(&mut config);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.db_pool_size)
+            .connect_with(db)
+            .await
+            .expect("connecting to the test database");
+        server::migrate(&pool).await.expect("migrating");
+        let server = server::start(config, pool.clone())
+            .await
+            .expect("starting the server");
+        Self {
+            base: format!("http://{}", server.addr),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("building the client"),
+            pool,
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    /// Registers `handle` (password [`PASSWORD`]) and returns the new user.
+    pub async fn register(&self, handle: &str) -> TestUser {
+        let response = self
+            .request(Method::POST, "/v1/users")
+            .json(&json!({"handle": handle, "display_name": format!("{handle} name"), "password": PASSWORD}))
+            .send()
+            .await
+            .expect("POST /v1/users");
+        assert_eq!(response.status(), StatusCode::CREATED, "registering {handle}");
+        let body: Value = response.json().await.expect("JSON body");
+        TestUser {
+            id: body["id"].as_i64().expect("id"),
+            handle: handle.to_string(),
+            token: body["token"].as_str().expect("token").to_string(),
+            position: body["position"].as_str().expect("position").to_string(),
+        }
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// Reads a problem+json answer, checking its content type and status field.
+pub async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status.as_u16());
+    body
+}
