@@ -247,19 +247,65 @@ const FIRST_NAMES: [&str; 16] = [
     "Radia", "Linus", "Sophie", "Tim", "Hedy", "John",
 ];
 const LAST_NAMES: [&str; 16] = [
-    "Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton",
-    "Ritchie", "Perlman", "Torvalds", "Wilson", "Berners-Lee", "Lamarr", "Backus",
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Hamilton",
+    "Ritchie",
+    "Perlman",
+    "Torvalds",
+    "Wilson",
+    "Berners-Lee",
+    "Lamarr",
+    "Backus",
 ];
 const WORDS: [&str; 32] = [
-    "murmur", "coffee", "today", "shipping", "the", "a", "new", "release", "is", "out", "love",
-    "this", "city", "rain", "again", "weekend", "reading", "about", "databases", "events",
-    "never", "lose", "data", "hello", "world", "fast", "slow", "queries", "feeds", "music",
-    "tonight", "!",
+    "murmur",
+    "coffee",
+    "today",
+    "shipping",
+    "the",
+    "a",
+    "new",
+    "release",
+    "is",
+    "out",
+    "love",
+    "this",
+    "city",
+    "rain",
+    "again",
+    "weekend",
+    "reading",
+    "about",
+    "databases",
+    "events",
+    "never",
+    "lose",
+    "data",
+    "hello",
+    "world",
+    "fast",
+    "slow",
+    "queries",
+    "feeds",
+    "music",
+    "tonight",
+    "!",
 ];
 
 /// The registration period (2024) and the activity period (2025).
 fn periods() -> [(DateTime<Utc>, DateTime<Utc>); 2] {
-    let at = |y| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).single().unwrap_or_default();
+    let at = |y| {
+        Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default()
+    };
     [(at(2024), at(2025)), (at(2025), at(2026))]
 }
 
@@ -421,7 +467,8 @@ impl Iterator for Events<'_> {
         if self.post_due() {
             return Some(self.post());
         }
-        self.follow().or_else(|| self.post_due().then(|| self.post()))
+        self.follow()
+            .or_else(|| self.post_due().then(|| self.post()))
     }
 }
 

@@ -56,8 +56,8 @@ pub fn sample_users(users: u64, k: u64, seed: u64) -> Vec<UserId> {
 
 /// Writes `<user id> <token>` lines for `users` to `path`.
 pub fn write_file(path: &Path, secret: &str, users: &[UserId]) -> Result<()> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     for &user in users {
         writeln!(out, "{user} {}", mint(secret, user)?)?;
