@@ -67,9 +67,28 @@ pub fn state(config: Config, pool: PgPool) -> anyhow::Result<AppState> {
 }
 
 // INTEGRATION POINT (owned by the lead): replaced by the projections crate's PostgreSQL
-// read model when it lands.
+// read model when it lands. Until then every read answers an error.
 fn todo_read_model(_pool: PgPool) -> Arc<dyn ReadModel> {
-    unimplemented!("PgReadModel not wired yet")
+    Arc::new(NoReadModel)
+}
+
+struct NoReadModel;
+
+fn not_wired<T>() -> Result<T, murmur_projections::ReadError> {
+    Err(murmur_projections::ReadError::Database(sqlx::Error::Protocol(
+        "read model not wired yet".into(),
+    )))
+}
+
+#[async_trait::async_trait]
+impl ReadModel for NoReadModel {
+    async fn profile(&self, _: i64) -> Result<Option<murmur_projections::Profile>, murmur_projections::ReadError> { not_wired() }
+    async fn profile_by_handle(&self, _: &str) -> Result<Option<murmur_projections::Profile>, murmur_projections::ReadError> { not_wired() }
+    async fn feed(&self, _: i64, _: &murmur_projections::PageRequest) -> Result<murmur_projections::Page<murmur_projections::PostItem>, murmur_projections::ReadError> { not_wired() }
+    async fn user_posts(&self, _: i64, _: &murmur_projections::PageRequest) -> Result<murmur_projections::Page<murmur_projections::PostItem>, murmur_projections::ReadError> { not_wired() }
+    async fn followers(&self, _: i64, _: &murmur_projections::PageRequest) -> Result<murmur_projections::Page<murmur_projections::UserListItem>, murmur_projections::ReadError> { not_wired() }
+    async fn following(&self, _: i64, _: &murmur_projections::PageRequest) -> Result<murmur_projections::Page<murmur_projections::UserListItem>, murmur_projections::ReadError> { not_wired() }
+    async fn progress(&self, _: &[&str]) -> Result<murmur_projections::Position, murmur_projections::ReadError> { not_wired() }
 }
 
 /// Starts serving on `config.listen` (port 0 picks a free port; see [`Server::addr`]).

@@ -71,10 +71,13 @@ pub enum ReadError {
 /// Names of the projections, as stored in checkpoints and used by `replay --projection`.
 pub mod names {
     pub const PROFILES: &str = "profiles";
-    pub const GRAPH: &str = "graph";
     pub const POSTS: &str = "posts";
     pub const FEEDS: &str = "feeds";
-    pub const ALL: [&str; 4] = [PROFILES, GRAPH, POSTS, FEEDS];
+    /// The follow graph is kept by the feeds projection (fan-out reads it, and a projection
+    /// reads only its own tables), so it shares that projection's name and checkpoint.
+    pub const GRAPH: &str = FEEDS;
+    /// Every projection, once each.
+    pub const ALL: [&str; 3] = [PROFILES, POSTS, FEEDS];
 }
 
 #[async_trait::async_trait]
