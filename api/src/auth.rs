@@ -103,9 +103,12 @@ mod tests {
             iat: 0,
             exp: chrono::Utc::now().timestamp() - 5,
         };
-        let token =
-            jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(b"secret"))
-                .unwrap();
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
         assert_eq!(keys.verify(&token), None);
     }
 
@@ -115,7 +118,10 @@ mod tests {
         let first = load_or_create_secret(None, &dir).unwrap();
         let second = load_or_create_secret(None, &dir).unwrap();
         assert_eq!(first, second);
-        assert_eq!(load_or_create_secret(Some("given"), &dir).unwrap(), b"given");
+        assert_eq!(
+            load_or_create_secret(Some("given"), &dir).unwrap(),
+            b"given"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -40,7 +40,9 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
         _ => url.to_string(),
     }
 }
@@ -75,20 +77,67 @@ fn todo_read_model(_pool: PgPool) -> Arc<dyn ReadModel> {
 struct NoReadModel;
 
 fn not_wired<T>() -> Result<T, murmur_projections::ReadError> {
-    Err(murmur_projections::ReadError::Database(sqlx::Error::Protocol(
-        "read model not wired yet".into(),
-    )))
+    Err(murmur_projections::ReadError::Database(
+        sqlx::Error::Protocol("read model not wired yet".into()),
+    ))
 }
 
 #[async_trait::async_trait]
 impl ReadModel for NoReadModel {
-    async fn profile(&self, _: i64) -> Result<Option<murmur_projections::Profile>, murmur_projections::ReadError> { not_wired() }
-    async fn profile_by_handle(&self, _: &str) -> Result<Option<murmur_projections::Profile>, murmur_projections::ReadError> { not_wired() }
-    async fn feed(&self, _: i64, _: &murmur_projections::PageRequest) -> Result<murmur_projections::Page<murmur_projections::PostItem>, murmur_projections::ReadError> { not_wired() }
-    async fn user_posts(&self, _: i64, _: &murmur_projections::PageRequest) -> Result<murmur_projections::Page<murmur_projections::PostItem>, murmur_projections::ReadError> { not_wired() }
-    async fn followers(&self, _: i64, _: &murmur_projections::PageRequest) -> Result<murmur_projections::Page<murmur_projections::UserListItem>, murmur_projections::ReadError> { not_wired() }
-    async fn following(&self, _: i64, _: &murmur_projections::PageRequest) -> Result<murmur_projections::Page<murmur_projections::UserListItem>, murmur_projections::ReadError> { not_wired() }
-    async fn progress(&self, _: &[&str]) -> Result<murmur_projections::Position, murmur_projections::ReadError> { not_wired() }
+    async fn profile(
+        &self,
+        _: i64,
+    ) -> Result<Option<murmur_projections::Profile>, murmur_projections::ReadError> {
+        not_wired()
+    }
+    async fn profile_by_handle(
+        &self,
+        _: &str,
+    ) -> Result<Option<murmur_projections::Profile>, murmur_projections::ReadError> {
+        not_wired()
+    }
+    async fn feed(
+        &self,
+        _: i64,
+        _: &murmur_projections::PageRequest,
+    ) -> Result<murmur_projections::Page<murmur_projections::PostItem>, murmur_projections::ReadError>
+    {
+        not_wired()
+    }
+    async fn user_posts(
+        &self,
+        _: i64,
+        _: &murmur_projections::PageRequest,
+    ) -> Result<murmur_projections::Page<murmur_projections::PostItem>, murmur_projections::ReadError>
+    {
+        not_wired()
+    }
+    async fn followers(
+        &self,
+        _: i64,
+        _: &murmur_projections::PageRequest,
+    ) -> Result<
+        murmur_projections::Page<murmur_projections::UserListItem>,
+        murmur_projections::ReadError,
+    > {
+        not_wired()
+    }
+    async fn following(
+        &self,
+        _: i64,
+        _: &murmur_projections::PageRequest,
+    ) -> Result<
+        murmur_projections::Page<murmur_projections::UserListItem>,
+        murmur_projections::ReadError,
+    > {
+        not_wired()
+    }
+    async fn progress(
+        &self,
+        _: &[&str],
+    ) -> Result<murmur_projections::Position, murmur_projections::ReadError> {
+        not_wired()
+    }
 }
 
 /// Starts serving on `config.listen` (port 0 picks a free port; see [`Server::addr`]).

@@ -13,9 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::user::USER_REGISTERED_VERSION;
-use crate::{
-    Follow, FollowEvent, Handle, HandleEvent, Post, PostEvent, User, UserEvent, UserId,
-};
+use crate::{Follow, FollowEvent, Handle, HandleEvent, Post, PostEvent, User, UserEvent, UserId};
 
 /// Who did it, under which request, and when. Stored as the event's `metadata`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +31,8 @@ impl EventMetadata {
             ("request_id".to_string(), self.request_id.clone()),
             (
                 "time".to_string(),
-                self.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                self.time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             ),
         ]);
         if let Some(actor) = self.actor_id {
@@ -129,7 +128,9 @@ impl MurmurEvent {
     ) -> Result<Self, UnknownEvent> {
         let payload = upcast(event_type, event_version, payload);
         let bad = |e: serde_json::Error| {
-            UnknownEvent(format!("{aggregate_type}/{event_type} v{event_version}: {e}"))
+            UnknownEvent(format!(
+                "{aggregate_type}/{event_type} v{event_version}: {e}"
+            ))
         };
         Ok(match aggregate_type {
             Handle::TYPE => Self::Handle(serde_json::from_value(payload).map_err(bad)?),
@@ -143,7 +144,10 @@ impl MurmurEvent {
     /// The row this event is stored as: (aggregate type, aggregate id, event type, version,
     /// payload). Used by tools that write the log in bulk, so they write what cqrs-es would.
     pub fn encode(&self) -> (&'static str, String, String, String, Value) {
-        fn row<A: Aggregate>(id: String, event: &A::Event) -> (&'static str, String, String, String, Value) {
+        fn row<A: Aggregate>(
+            id: String,
+            event: &A::Event,
+        ) -> (&'static str, String, String, String, Value) {
             (
                 A::TYPE,
                 id,
@@ -170,7 +174,8 @@ impl MurmurEvent {
                 }),
             ) => row::<Follow>(Follow::stream_id(*follower_id, *followee_id), e),
             Self::Post(
-                e @ (PostEvent::PostCreated { post_id, .. } | PostEvent::PostDeleted { post_id, .. }),
+                e @ (PostEvent::PostCreated { post_id, .. }
+                | PostEvent::PostDeleted { post_id, .. }),
             ) => row::<Post>(Post::stream_id(*post_id), e),
         }
     }
@@ -211,7 +216,9 @@ mod tests {
         let current = MurmurUpcaster.upcast(stored);
         assert_eq!(current.event_version, "2");
         let event: UserEvent = serde_json::from_value(current.payload).unwrap();
-        assert!(matches!(event, UserEvent::UserRegistered { display_name, .. } if display_name == "old"));
+        assert!(
+            matches!(event, UserEvent::UserRegistered { display_name, .. } if display_name == "old")
+        );
     }
 
     #[test]
@@ -239,7 +246,10 @@ mod tests {
         for event in events {
             let (agg, id, ty, version, payload) = event.encode();
             assert!(!id.is_empty());
-            assert_eq!(MurmurEvent::decode(agg, &ty, &version, payload).unwrap(), event);
+            assert_eq!(
+                MurmurEvent::decode(agg, &ty, &version, payload).unwrap(),
+                event
+            );
         }
         let (_, id, ..) = MurmurEvent::Handle(HandleEvent::HandleClaimed {
             user_id: 1,
@@ -266,6 +276,8 @@ mod tests {
     #[test]
     fn unknown_events_are_errors_not_panics() {
         assert!(MurmurEvent::decode("Nope", "X", "1", json!({})).is_err());
-        assert!(MurmurEvent::decode("Post", "PostCreated", "1", json!({"PostCreated": {}})).is_err());
+        assert!(
+            MurmurEvent::decode("Post", "PostCreated", "1", json!({"PostCreated": {}})).is_err()
+        );
     }
 }

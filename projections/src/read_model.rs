@@ -89,14 +89,23 @@ pub trait ReadModel: Send + Sync {
     /// authors merged at read time), newest first, no deleted post, no post twice.
     async fn feed(&self, user: UserId, page: &PageRequest) -> Result<Page<PostItem>, ReadError>;
     /// One author's posts, newest first.
-    async fn user_posts(&self, user: UserId, page: &PageRequest)
-        -> Result<Page<PostItem>, ReadError>;
+    async fn user_posts(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> Result<Page<PostItem>, ReadError>;
     /// Who follows `user`, newest first.
-    async fn followers(&self, user: UserId, page: &PageRequest)
-        -> Result<Page<UserListItem>, ReadError>;
+    async fn followers(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> Result<Page<UserListItem>, ReadError>;
     /// Whom `user` follows, newest first.
-    async fn following(&self, user: UserId, page: &PageRequest)
-        -> Result<Page<UserListItem>, ReadError>;
+    async fn following(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> Result<Page<UserListItem>, ReadError>;
     /// How far the named projections have applied the log: the least of their checkpoints.
     async fn progress(&self, projections: &[&str]) -> Result<Position, ReadError>;
 }

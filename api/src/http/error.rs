@@ -34,7 +34,10 @@ pub enum ApiError {
     Unprocessable(String),
     /// The read side is not (yet) fresh enough or a dependency is down; retry later.
     #[error("{detail}")]
-    Unavailable { detail: String, retry_after_secs: u64 },
+    Unavailable {
+        detail: String,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -122,9 +125,9 @@ impl From<AggregateError<DomainError>> for ApiError {
     fn from(e: AggregateError<DomainError>) -> Self {
         match e {
             AggregateError::UserError(e) => e.into(),
-            AggregateError::AggregateConflict => Self::Conflict(
-                "the resource was changed concurrently too many times; retry".into(),
-            ),
+            AggregateError::AggregateConflict => {
+                Self::Conflict("the resource was changed concurrently too many times; retry".into())
+            }
             other => Self::Internal(anyhow::anyhow!("event store: {other}")),
         }
     }
@@ -148,9 +151,9 @@ impl From<sqlx::Error> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::MissingJsonContentType(_) => {
-                Self::UnsupportedMediaType("expected a JSON body (Content-Type: application/json)".into())
-            }
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
+                "expected a JSON body (Content-Type: application/json)".into(),
+            ),
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             other => Self::BadRequest(other.body_text()),
         }

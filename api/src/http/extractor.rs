@@ -32,7 +32,9 @@ pub struct Query<T>(pub T);
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// The signed-in user, from `Authorization: Bearer <token>`; 401 when missing or invalid.
@@ -78,7 +80,9 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers).ok_or_else(|| {
-            ApiError::Unauthorized("an Authorization: Bearer <admin token> header is required".into())
+            ApiError::Unauthorized(
+                "an Authorization: Bearer <admin token> header is required".into(),
+            )
         })?;
         if let Some(admin) = state.admin_token.as_deref() {
             if constant_time_eq(token.as_bytes(), admin.as_bytes()) {
@@ -86,7 +90,9 @@ impl FromRequestParts<AppState> for Admin {
             }
         }
         if state.tokens.verify(token).is_some() {
-            return Err(ApiError::Forbidden("this route needs the admin token".into()));
+            return Err(ApiError::Forbidden(
+                "this route needs the admin token".into(),
+            ));
         }
         Err(ApiError::Unauthorized("the bearer token is invalid".into()))
     }

@@ -96,7 +96,11 @@ impl TestServer {
             .send()
             .await
             .expect("POST /v1/users");
-        assert_eq!(response.status(), StatusCode::CREATED, "registering {handle}");
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "registering {handle}"
+        );
         let body: Value = response.json().await.expect("JSON body");
         TestUser {
             id: body["id"].as_i64().expect("id"),
