@@ -19,6 +19,10 @@ struct Deltas {
     posts: i64,
 }
 
+fn delta(deltas: &mut HashMap<UserId, Deltas>, id: UserId) -> &mut Deltas {
+    deltas.entry(id).or_default()
+}
+
 #[async_trait::async_trait]
 impl Projection for ProfilesProjection {
     fn name(&self) -> &'static str {
@@ -32,7 +36,6 @@ impl Projection for ProfilesProjection {
     async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let (mut ids, mut handles, mut display_names, mut times) = (vec![], vec![], vec![], vec![]);
         let mut deltas: HashMap<UserId, Deltas> = HashMap::new();
-        let mut delta = |id: UserId| deltas.entry(id).or_default();
         for stored in events {
             match &stored.event {
                 MurmurEvent::User(UserEvent::UserRegistered {
@@ -49,21 +52,21 @@ impl Projection for ProfilesProjection {
                     follower_id,
                     followee_id,
                 }) => {
-                    delta(*follower_id).following += 1;
-                    delta(*followee_id).followers += 1;
+                    delta(&mut deltas, *follower_id).following += 1;
+                    delta(&mut deltas, *followee_id).followers += 1;
                 }
                 MurmurEvent::Follow(FollowEvent::Unfollowed {
                     follower_id,
                     followee_id,
                 }) => {
-                    delta(*follower_id).following -= 1;
-                    delta(*followee_id).followers -= 1;
+                    delta(&mut deltas, *follower_id).following -= 1;
+                    delta(&mut deltas, *followee_id).followers -= 1;
                 }
                 MurmurEvent::Post(PostEvent::PostCreated { author_id, .. }) => {
-                    delta(*author_id).posts += 1
+                    delta(&mut deltas, *author_id).posts += 1
                 }
                 MurmurEvent::Post(PostEvent::PostDeleted { author_id, .. }) => {
-                    delta(*author_id).posts -= 1
+                    delta(&mut deltas, *author_id).posts -= 1
                 }
                 MurmurEvent::Handle(_) => {}
             }
