@@ -43,7 +43,7 @@ pub enum ApiError {
 }
 
 /// The problem document (RFC 9457).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: &'static str,

@@ -1,9 +1,211 @@
-//! (to be filled in) routes of the `openapi` module.
+//! `GET /openapi.json`: the OpenAPI 3.1 document of every route, generated from the handlers'
+//! `#[utoipa::path]` annotations. Also the reusable problem+json responses handlers cite, and
+//! the headers and responses all query routes share (added here once, not per handler).
 
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
 use axum::Router;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Type};
+use utoipa::{Modify, OpenApi, ToResponse};
 
+use super::error::Problem;
+use super::queries::{self, freshness};
 use super::AppState;
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "murmur",
+        description = "An event-sourced social network: commands append events, queries read projections."
+    ),
+    paths(
+        queries::get_profile,
+        queries::get_profile_by_handle,
+        queries::get_feed,
+        queries::get_user_posts,
+        queries::get_followers,
+        queries::get_following,
+    ),
+    components(
+        schemas(Problem),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, NotModified)
+    ),
+    modifiers(&SecuritySchemes, &QueryConventions),
+    tags((name = "queries", description = "Reads from the projections"))
+)]
+pub struct ApiDoc;
+
 pub fn router() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/openapi.json", get(openapi_json))
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    axum::Json(DOC.get_or_init(ApiDoc::openapi))
+}
+
+/// The request is malformed (bad JSON, parameter, cursor or position).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct BadRequest(pub Problem);
+
+/// No valid bearer token.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct Unauthorized(pub Problem);
+
+/// Signed in as someone else.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct Forbidden(pub Problem);
+
+/// No such resource.
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct NotFound(pub Problem);
+
+/// The read model has not reached `X-Murmur-Min-Position` within 5 s; see `Retry-After`.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+)]
+pub struct Unavailable(pub Problem);
+
+/// The representation matches `If-None-Match`; no body.
+#[derive(ToResponse)]
+pub struct NotModified;
+
+/// The bearer schemes handlers name in `security(...)`: `bearer` (a user's JWT from
+/// `POST /v1/sessions` or registration) and `admin` (`MURMUR_ADMIN_TOKEN`).
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |format: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format(format)
+                    .build(),
+            )
+        };
+        components.add_security_scheme("bearer", bearer("JWT"));
+        components.add_security_scheme("admin", bearer("opaque"));
+    }
+}
+
+/// Adds to every operation tagged [`queries::TAG`] what [`freshness::ReadRequest`] does:
+/// the `X-Murmur-Min-Position` and `If-None-Match` request headers, the `X-Murmur-Position`
+/// and `ETag` response headers, and the 304, 400 and 503 answers.
+struct QueryConventions;
+
+impl Modify for QueryConventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            if let Some(operation) = item.get.as_mut() {
+                let tagged = operation
+                    .tags
+                    .as_ref()
+                    .is_some_and(|tags| tags.iter().any(|t| t == queries::TAG));
+                if tagged {
+                    add_query_conventions(operation);
+                }
+            }
+        }
+    }
+}
+
+fn string_schema() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String)
+}
+
+fn add_query_conventions(operation: &mut Operation) {
+    let header_param = |name: &str, description: &str| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Header)
+            .description(Some(description))
+            .schema(Some(string_schema()))
+            .build()
+    };
+    operation.parameters.get_or_insert_with(Vec::new).extend([
+        header_param(
+            freshness::MIN_POSITION_HEADER.as_str(),
+            "Wait (up to 5 s) until the projections read have applied this position \
+             (a command's `position`, \"<xid>:<pos>\")",
+        ),
+        header_param(
+            header::IF_NONE_MATCH.as_str(),
+            "An ETag of an earlier answer: 304 if unchanged",
+        ),
+    ]);
+    let responses = &mut operation.responses.responses;
+    let position = freshness::POSITION_HEADER;
+    let headers = [
+        (
+            position.as_str(),
+            "Progress of the projections this answer was read from (\"<xid>:<pos>\")",
+        ),
+        (header::ETAG.as_str(), "Strong entity tag of the body"),
+    ];
+    for (status, response) in responses.iter_mut() {
+        if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
+            for (name, description) in headers {
+                let header = HeaderBuilder::new()
+                    .schema(string_schema())
+                    .description(Some(description))
+                    .build();
+                response.headers.insert(name.to_string(), header);
+            }
+        }
+    }
+    let reference = |name: &str| RefOr::Ref(Ref::from_response_name(name));
+    responses.insert("304".into(), reference("NotModified"));
+    responses.insert("400".into(), reference("BadRequest"));
+    responses.insert("503".into(), reference("Unavailable"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_routes_carry_the_shared_conventions() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        assert!(
+            doc["openapi"].as_str().unwrap().starts_with("3.1"),
+            "{}",
+            doc["openapi"]
+        );
+        let feed = &doc["paths"]["/v1/users/{id}/feed"]["get"];
+        let params: Vec<&str> = feed["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        for name in [
+            "id",
+            "limit",
+            "cursor",
+            "x-murmur-min-position",
+            "if-none-match",
+        ] {
+            assert!(params.contains(&name), "{name} missing from {params:?}");
+        }
+        for status in ["200", "304", "400", "401", "403", "503"] {
+            assert!(feed["responses"][status].is_object(), "{status} missing");
+        }
+        let ok_headers = &feed["responses"]["200"]["headers"];
+        assert!(ok_headers["x-murmur-position"].is_object() && ok_headers["etag"].is_object());
+        assert_eq!(feed["security"][0]["bearer"], serde_json::json!([]));
+    }
 }

@@ -110,6 +110,87 @@ impl TestServer {
         }
     }
 
+    /// `user` follows `target`; returns the command's position.
+    pub async fn follow(&self, user: &TestUser, target: i64) -> String {
+        self.follow_edge(Method::PUT, user, target).await
+    }
+
+    /// `user` unfollows `target`; returns the command's position.
+    pub async fn unfollow(&self, user: &TestUser, target: i64) -> String {
+        self.follow_edge(Method::DELETE, user, target).await
+    }
+
+    async fn follow_edge(&self, method: Method, user: &TestUser, target: i64) -> String {
+        let path = format!("/v1/users/{}/following/{target}", user.id);
+        let response = self
+            .request(method.clone(), &path)
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(response.status(), StatusCode::OK, "{method} {path}");
+        let body: Value = response.json().await.expect("JSON body");
+        body["position"].as_str().expect("position").to_string()
+    }
+
+    /// `user` posts `body`; returns the post's id and the command's position.
+    pub async fn post(&self, user: &TestUser, body: &str) -> (i64, String) {
+        let response = self
+            .request(Method::POST, "/v1/posts")
+            .bearer_auth(&user.token)
+            .json(&json!({ "body": body }))
+            .send()
+            .await
+            .expect("POST /v1/posts");
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "posting as {}",
+            user.handle
+        );
+        let body: Value = response.json().await.expect("JSON body");
+        let id = body["id"].as_i64().expect("id");
+        (id, body["position"].as_str().expect("position").to_string())
+    }
+
+    /// `user` deletes their post `id`; returns the command's position (`X-Murmur-Position`).
+    pub async fn delete_post(&self, user: &TestUser, id: i64) -> String {
+        let response = self
+            .request(Method::DELETE, &format!("/v1/posts/{id}"))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("DELETE /v1/posts/{id}");
+        assert_eq!(
+            response.status(),
+            StatusCode::NO_CONTENT,
+            "deleting post {id}"
+        );
+        response
+            .headers()
+            .get("x-murmur-position")
+            .and_then(|v| v.to_str().ok())
+            .expect("X-Murmur-Position")
+            .to_string()
+    }
+
+    /// `GET path`, as `token` if given, once the projections have applied `min_position`.
+    pub async fn read(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        min_position: &str,
+    ) -> reqwest::Response {
+        let mut request = self.get(path).header("x-murmur-min-position", min_position);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {

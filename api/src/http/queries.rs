@@ -1,9 +1,0 @@
-//! (to be filled in) routes of the `queries` module.
-
-use axum::Router;
-
-use super::AppState;
-
-pub fn router() -> Router<AppState> {
-    Router::new()
-}

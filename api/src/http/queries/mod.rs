@@ -1,0 +1,360 @@
+//! Query routes: profiles, home feeds, post lists and follower lists, read only from the
+//! projections through [`ReadModel`](murmur_projections::ReadModel) by key or keyset page.
+//! Every handler answers through [`ReadRequest::answer`] (freshness, position, ETag).
+
+pub mod freshness;
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use murmur_domain::{PostId, UserId};
+use murmur_projections::read_model::{self as rm, names};
+use murmur_projections::{PageRequest, ReadError, ReadModel};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub use freshness::ReadRequest;
+
+use super::extractor::{AuthUser, Path, Query};
+use super::{ApiError, AppState};
+
+/// The OpenAPI tag of these routes; `openapi.rs` adds their shared headers and responses.
+pub const TAG: &str = "queries";
+
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users/{id}", get(get_profile))
+        .route("/v1/users/by-handle/{handle}", get(get_profile_by_handle))
+        .route("/v1/users/{id}/feed", get(get_feed))
+        .route("/v1/users/{id}/posts", get(get_user_posts))
+        .route("/v1/users/{id}/followers", get(get_followers))
+        .route("/v1/users/{id}/following", get(get_following))
+}
+
+/// A user's public profile.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Profile {
+    pub id: UserId,
+    pub handle: String,
+    pub display_name: String,
+    pub created_at: DateTime<Utc>,
+    pub followers_count: i64,
+    pub following_count: i64,
+    pub posts_count: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Author {
+    pub id: UserId,
+    pub handle: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostItem {
+    pub id: PostId,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub author: Author,
+}
+
+/// A follower or followee; `since` is when the follow happened.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserListItem {
+    pub id: UserId,
+    pub handle: String,
+    pub display_name: String,
+    pub since: DateTime<Utc>,
+}
+
+/// A page of posts, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostPage {
+    pub items: Vec<PostItem>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of users, newest follow first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<UserListItem>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl From<rm::Profile> for Profile {
+    fn from(p: rm::Profile) -> Self {
+        Self {
+            id: p.id,
+            handle: p.handle,
+            display_name: p.display_name,
+            created_at: p.created_at,
+            followers_count: p.followers_count,
+            following_count: p.following_count,
+            posts_count: p.posts_count,
+        }
+    }
+}
+
+impl From<rm::PostItem> for PostItem {
+    fn from(p: rm::PostItem) -> Self {
+        Self {
+            id: p.id,
+            body: p.body,
+            created_at: p.created_at,
+            author: Author {
+                id: p.author.id,
+                handle: p.author.handle,
+                display_name: p.author.display_name,
+            },
+        }
+    }
+}
+
+impl From<rm::UserListItem> for UserListItem {
+    fn from(u: rm::UserListItem) -> Self {
+        Self {
+            id: u.id,
+            handle: u.handle,
+            display_name: u.display_name,
+            since: u.since,
+        }
+    }
+}
+
+impl From<rm::Page<rm::PostItem>> for PostPage {
+    fn from(page: rm::Page<rm::PostItem>) -> Self {
+        Self {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+impl From<rm::Page<rm::UserListItem>> for UserPage {
+    fn from(page: rm::Page<rm::UserListItem>) -> Self {
+        Self {
+            items: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// `?limit=&cursor=`. `limit` is parsed as a number here (400 when it is not one) and range
+/// checked in [`PageParams::request`].
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page (opaque).
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn request(self) -> Result<PageRequest, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {MAX_LIMIT}, not {limit}"
+            )));
+        }
+        Ok(PageRequest {
+            limit: limit as u32,
+            cursor: self.cursor,
+        })
+    }
+}
+
+fn unknown_user(id: UserId) -> ApiError {
+    ApiError::NotFound(format!("no user {id}"))
+}
+
+/// A user's profile with their counts.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    tag = TAG,
+    operation_id = "get_profile",
+    params(("id" = i64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The profile", body = Profile),
+        (status = 404, response = super::openapi::NotFound),
+    )
+)]
+pub async fn get_profile(
+    State(state): State<AppState>,
+    read: ReadRequest,
+    Path(id): Path<UserId>,
+) -> Result<Response, ApiError> {
+    read.answer(&state, &[names::PROFILES], async {
+        let profile = state.read_model.profile(id).await?;
+        profile.map(Profile::from).ok_or_else(|| unknown_user(id))
+    })
+    .await
+}
+
+/// A user's profile, found by handle (case-insensitive).
+#[utoipa::path(
+    get,
+    path = "/v1/users/by-handle/{handle}",
+    tag = TAG,
+    operation_id = "get_profile_by_handle",
+    params(("handle" = String, Path, description = "Handle, any case")),
+    responses(
+        (status = 200, description = "The profile", body = Profile),
+        (status = 404, response = super::openapi::NotFound),
+    )
+)]
+pub async fn get_profile_by_handle(
+    State(state): State<AppState>,
+    read: ReadRequest,
+    Path(handle): Path<String>,
+) -> Result<Response, ApiError> {
+    read.answer(&state, &[names::PROFILES], async {
+        let profile = state.read_model.profile_by_handle(&handle).await?;
+        profile
+            .map(Profile::from)
+            .ok_or_else(|| ApiError::NotFound(format!("no user with handle {handle:?}")))
+    })
+    .await
+}
+
+/// The home feed: the user's own posts and those of everyone they follow, newest first.
+/// Only the user themselves may read it.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/feed",
+    tag = TAG,
+    operation_id = "get_feed",
+    params(("id" = i64, Path, description = "User id (the signed-in user)"), PageParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of the feed", body = PostPage),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+    )
+)]
+pub async fn get_feed(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    read: ReadRequest,
+    Path(id): Path<UserId>,
+    Query(params): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    auth.ensure_is(id)?;
+    let page = params.request()?;
+    read.answer(&state, &names::ALL, async {
+        Ok(PostPage::from(state.read_model.feed(id, &page).await?))
+    })
+    .await
+}
+
+/// One user's posts, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/posts",
+    tag = TAG,
+    operation_id = "get_user_posts",
+    params(("id" = i64, Path, description = "Author's user id"), PageParams),
+    responses(
+        (status = 200, description = "A page of the user's posts", body = PostPage),
+        (status = 404, response = super::openapi::NotFound),
+    )
+)]
+pub async fn get_user_posts(
+    State(state): State<AppState>,
+    read: ReadRequest,
+    Path(id): Path<UserId>,
+    Query(params): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let projections = [names::PROFILES, names::POSTS];
+    user_page::<_, PostPage>(&state, &read, id, params, &projections, |rm, id, page| {
+        rm.user_posts(id, page)
+    })
+    .await
+}
+
+/// Who follows the user, newest follow first.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/followers",
+    tag = TAG,
+    operation_id = "get_followers",
+    params(("id" = i64, Path, description = "User id"), PageParams),
+    responses(
+        (status = 200, description = "A page of followers", body = UserPage),
+        (status = 404, response = super::openapi::NotFound),
+    )
+)]
+pub async fn get_followers(
+    State(state): State<AppState>,
+    read: ReadRequest,
+    Path(id): Path<UserId>,
+    Query(params): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let projections = [names::PROFILES, names::GRAPH];
+    user_page::<_, UserPage>(&state, &read, id, params, &projections, |rm, id, page| {
+        rm.followers(id, page)
+    })
+    .await
+}
+
+/// Whom the user follows, newest follow first.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}/following",
+    tag = TAG,
+    operation_id = "get_following",
+    params(("id" = i64, Path, description = "User id"), PageParams),
+    responses(
+        (status = 200, description = "A page of followees", body = UserPage),
+        (status = 404, response = super::openapi::NotFound),
+    )
+)]
+pub async fn get_following(
+    State(state): State<AppState>,
+    read: ReadRequest,
+    Path(id): Path<UserId>,
+    Query(params): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let projections = [names::PROFILES, names::GRAPH];
+    user_page::<_, UserPage>(&state, &read, id, params, &projections, |rm, id, page| {
+        rm.following(id, page)
+    })
+    .await
+}
+
+/// A page of one of `id`'s public lists: 404 when `id` has no profile (not an empty list).
+async fn user_page<I, O>(
+    state: &AppState,
+    read: &ReadRequest,
+    id: UserId,
+    params: PageParams,
+    projections: &[&str],
+    fetch: impl for<'a> FnOnce(
+        &'a dyn ReadModel,
+        UserId,
+        &'a PageRequest,
+    ) -> BoxFuture<'a, Result<rm::Page<I>, ReadError>>,
+) -> Result<Response, ApiError>
+where
+    O: From<rm::Page<I>> + Serialize,
+{
+    let page = params.request()?;
+    read.answer(state, projections, async {
+        if state.read_model.profile(id).await?.is_none() {
+            return Err(unknown_user(id));
+        }
+        Ok(O::from(fetch(state.read_model.as_ref(), id, &page).await?))
+    })
+    .await
+}
