@@ -14,6 +14,8 @@ use sqlx::PgPool;
 pub const PASSWORD: &str = "correct horse battery";
 pub const JWT_SECRET: &str = "test-secret";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// How many 503s [`TestServer::read`] retries (each after the server's 5 s wait).
+const READ_RETRIES: usize = 11;
 
 pub struct TestServer {
     pub base: String,
@@ -175,7 +177,25 @@ impl TestServer {
     }
 
     /// `GET path`, as `token` if given, once the projections have applied `min_position`.
+    /// Retries a 503 (the wait timed out) a few times: a long write transaction anywhere in
+    /// the PostgreSQL cluster (another test, a bulk load) holds every projector back.
     pub async fn read(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        min_position: &str,
+    ) -> reqwest::Response {
+        for _ in 0..READ_RETRIES {
+            let response = self.read_once(path, token, min_position).await;
+            if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+                return response;
+            }
+        }
+        self.read_once(path, token, min_position).await
+    }
+
+    /// `GET path` with `X-Murmur-Min-Position`, answered as it comes.
+    pub async fn read_once(
         &self,
         path: &str,
         token: Option<&str>,

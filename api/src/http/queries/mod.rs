@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use murmur_domain::{PostId, UserId};
+use murmur_domain::UserId;
 use murmur_projections::read_model::{self as rm, names};
 use murmur_projections::{PageRequest, ReadError, ReadModel};
 use serde::{Deserialize, Serialize};
@@ -37,10 +37,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/{id}/following", get(get_following))
 }
 
+// Ids are plain `i64` here (not the domain's aliases) so the schema says integer.
+
 /// A user's public profile.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Profile {
-    pub id: UserId,
+    pub id: i64,
     pub handle: String,
     pub display_name: String,
     pub created_at: DateTime<Utc>,
@@ -51,14 +53,14 @@ pub struct Profile {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Author {
-    pub id: UserId,
+    pub id: i64,
     pub handle: String,
     pub display_name: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PostItem {
-    pub id: PostId,
+    pub id: i64,
     pub body: String,
     pub created_at: DateTime<Utc>,
     pub author: Author,
@@ -67,7 +69,7 @@ pub struct PostItem {
 /// A follower or followee; `since` is when the follow happened.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserListItem {
-    pub id: UserId,
+    pub id: i64,
     pub handle: String,
     pub display_name: String,
     pub since: DateTime<Utc>,
