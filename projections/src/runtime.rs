@@ -204,10 +204,10 @@ pub async fn catch_up_projection(
             BatchOutcome::Stale => {}
             BatchOutcome::Idle => {
                 let at = checkpoint(&mut conn, projection.name()).await?;
-                if lag(&mut conn, at).await?.0 == 0 {
+                if !committed_after(&mut conn, at).await? {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(HELD_BACK_RETRY).await;
             }
         }
     }
@@ -227,6 +227,21 @@ pub async fn try_lock(conn: &mut PgConnection, projection: &str) -> anyhow::Resu
         .fetch_one(conn)
         .await
         .context("trying the projection lock")
+}
+
+/// How soon a leader looks again when committed events wait behind an in-flight transaction.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(20);
+
+/// Whether any event was committed after `at` (applicable or still held back).
+async fn committed_after(conn: &mut PgConnection, at: Position) -> anyhow::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2))",
+    )
+    .bind(at.transaction_id.to_string())
+    .bind(at.position)
+    .fetch_one(conn)
+    .await
+    .context("looking for held-back events")
 }
 
 /// Events committed after `at`, and the age in seconds of the oldest of them (0 if none).
@@ -476,9 +491,16 @@ async fn lead(
         if busy {
             continue;
         }
+        // Committed events held back by an older transaction still in flight (anywhere in
+        // the cluster) bring no further notification when it ends: look again soon.
+        let wait = if outcome == BatchOutcome::Idle && committed_after(conn, at).await? {
+            config.poll_interval.min(HELD_BACK_RETRY)
+        } else {
+            config.poll_interval
+        };
         tokio::select! {
             _ = wake.changed() => {}
-            _ = tokio::time::sleep(config.poll_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return Ok(()),
         }
     }

@@ -1,0 +1,379 @@
+//! The projector runtime against the real PostgreSQL: commit order with late commits,
+//! crashes mid-batch, split brain, leader takeover, NOTIFY wake-ups and lag reporting.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use murmur_domain::MurmurEvent;
+use murmur_projections::event::read_batch;
+use murmur_projections::read_model::names;
+use murmur_projections::runtime::{
+    apply_batch, catch_up, catch_up_projection, checkpoint, projections, run_once, spawn, status,
+    BatchOutcome, ProjectorConfig,
+};
+use murmur_projections::{PgReadModel, Position, Projection, ReadModel, StoredEvent};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::oneshot;
+
+/// A varied history: registrations, follows, unfollows, posts and deletions.
+fn history() -> Vec<MurmurEvent> {
+    let mut events = Vec::new();
+    for id in 1..=6 {
+        events.extend(register(id, &format!("user{id}")));
+    }
+    let mut post = 0;
+    for round in 0..5i64 {
+        for a in 1..=6i64 {
+            let b = (a + round) % 6 + 1;
+            if a != b {
+                events.push(followed(a, b));
+            }
+            post += 1;
+            events.push(created(post, a));
+        }
+        events.push(deleted(post - 2, (post - 3) % 6 + 1));
+        if round % 2 == 1 {
+            events.push(unfollowed(1, (1 + round) % 6 + 1));
+        }
+    }
+    events
+}
+
+/// Wraps a projection so that its `apply` dies halfway through a batch the way a crashed
+/// process would: its session is terminated with half the batch written.
+struct DiesMidBatch(Arc<dyn Projection>);
+
+#[async_trait::async_trait]
+impl Projection for DiesMidBatch {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        self.0.tables()
+    }
+    async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
+        self.0.apply(conn, &events[..events.len() / 2]).await?;
+        sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+            .execute(conn)
+            .await?;
+        anyhow::bail!("still alive")
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    // A guard against hanging, not a timing assertion.
+    for _ in 0..600 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+async fn caught_up(pool: &PgPool) -> bool {
+    status(pool)
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| s.lag_events == 0)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn killed_mid_batch_ends_like_one_that_never_stopped(pool: PgPool) {
+    Clock::default().append(&pool, &history()).await;
+    let config = config(2, 7);
+    catch_up(&pool, &config).await.unwrap();
+    let never_stopped = dump(&pool).await;
+
+    reset_read_models(&pool).await;
+    for projection in projections(&config) {
+        let dying = DiesMidBatch(projection.clone());
+        loop {
+            // A crash in the middle of a batch, then one good batch.
+            let mut conn = pool.acquire().await.unwrap().detach();
+            let before = checkpoint(&mut conn, projection.name()).await.unwrap();
+            match run_once(&mut conn, &dying, config.batch_size).await {
+                Ok(BatchOutcome::Idle) => break,
+                Ok(outcome) => panic!("survived: {outcome:?}"),
+                Err(_) => {}
+            }
+            let mut conn = pool.acquire().await.unwrap().detach();
+            assert_eq!(
+                checkpoint(&mut conn, projection.name()).await.unwrap(),
+                before
+            );
+            run_once(&mut conn, projection.as_ref(), config.batch_size)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(dump(&pool).await, never_stopped);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn batch_size_does_not_change_the_result(pool: PgPool) {
+    Clock::default().append(&pool, &history()).await;
+    catch_up(&pool, &config(2, 1000)).await.unwrap();
+    let whole = dump(&pool).await;
+    reset_read_models(&pool).await;
+    catch_up(&pool, &config(2, 1)).await.unwrap();
+    assert_eq!(dump(&pool).await, whole);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_late_commit_with_a_lower_position_is_applied(pool: PgPool) {
+    let mut clock = Clock::default();
+    let mut setup = register(1, "a");
+    setup.extend(register(2, "b"));
+    setup.extend(register(3, "c"));
+    clock.append(&pool, &setup).await;
+    let config = ProjectorConfig::default();
+    catch_up(&pool, &config).await.unwrap();
+
+    // `early` takes the lower position but commits after `late`.
+    let mut early = pool.begin().await.unwrap();
+    clock.append_in(&mut early, &[followed(1, 2)]).await;
+    let mut late = pool.begin().await.unwrap();
+    clock.append_in(&mut late, &[followed(3, 2)]).await;
+    late.commit().await.unwrap();
+
+    let profiles = &projections(&config)[0];
+    let mut conn = pool.acquire().await.unwrap();
+    let before = checkpoint(&mut conn, profiles.name()).await.unwrap();
+    // The committed event waits behind the open transaction instead of being applied past it.
+    assert_eq!(
+        run_once(&mut conn, profiles.as_ref(), 100).await.unwrap(),
+        BatchOutcome::Idle
+    );
+    assert_eq!(
+        checkpoint(&mut conn, profiles.name()).await.unwrap(),
+        before
+    );
+
+    early.commit().await.unwrap();
+    catch_up(&pool, &config).await.unwrap();
+    let rm = PgReadModel::new(pool.clone());
+    assert_eq!(rm.profile(2).await.unwrap().unwrap().followers_count, 2);
+    assert_eq!(rm.profile(1).await.unwrap().unwrap().following_count, 1);
+    assert_eq!(rm.profile(3).await.unwrap().unwrap().following_count, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn concurrent_writers_lose_no_event(pool: PgPool) {
+    Clock::default().append(&pool, &register(1, "writer")).await;
+    let config = ProjectorConfig {
+        batch_size: 5,
+        poll_interval: Duration::from_millis(20),
+        standby_retry: Duration::from_millis(100),
+        ..ProjectorConfig::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let runtime = spawn(pool.clone(), config, async {
+        let _ = stopped.await;
+    });
+    let (writers, per_writer) = (4i64, 25i64);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut clock = Clock::default();
+            for i in 0..per_writer {
+                let mut tx = pool.begin().await.unwrap();
+                let post = w * per_writer + i + 1;
+                clock.append_in(&mut tx, &[created(post, 1)]).await;
+                // Hold some transactions open so commits land out of position order.
+                tokio::time::sleep(Duration::from_millis(((post * 7) % 5) as u64 * 3)).await;
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    wait_for("the projectors to catch up", || caught_up(&pool)).await;
+    stop.send(()).unwrap();
+    runtime.await.unwrap().unwrap();
+
+    let total = writers * per_writer;
+    let rm = PgReadModel::new(pool.clone());
+    assert_eq!(rm.profile(1).await.unwrap().unwrap().posts_count, total);
+    let posts: i64 = sqlx::query_scalar("SELECT count(*) FROM posts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(posts, total);
+    let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM feed_inbox WHERE owner_id = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(inbox, total);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stale_checkpoint_never_applies_twice(pool: PgPool) {
+    let mut clock = Clock::default();
+    let mut events = register(1, "a");
+    events.extend(register(2, "b"));
+    events.push(followed(1, 2));
+    clock.append(&pool, &events).await;
+    let profiles = &projections(&ProjectorConfig::default())[0];
+    let mut conn = pool.acquire().await.unwrap();
+    // Other databases' transactions in the cluster can hold the events back for a while.
+    let mut batch = Vec::new();
+    wait_for("the events to be readable", async || {
+        batch = read_batch(&mut conn, Position::START, 100).await.unwrap();
+        !batch.is_empty()
+    })
+    .await;
+    assert_eq!(batch.len(), 5);
+    // Two "leaders" holding the same batch: only the first one's apply counts.
+    assert!(
+        apply_batch(&mut conn, profiles.as_ref(), Position::START, &batch)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !apply_batch(&mut conn, profiles.as_ref(), Position::START, &batch)
+            .await
+            .unwrap()
+    );
+    let rm = PgReadModel::new(pool.clone());
+    assert_eq!(rm.profile(2).await.unwrap().unwrap().followers_count, 1);
+    assert_eq!(
+        rm.progress(&[names::PROFILES]).await.unwrap(),
+        batch.last().unwrap().position
+    );
+}
+
+async fn projection_locks_held(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks
+         WHERE locktype = 'advisory' AND granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn two_processes_never_both_apply_and_the_standby_takes_over(pool: PgPool) {
+    let mut clock = Clock::default();
+    let config = ProjectorConfig {
+        poll_interval: Duration::from_millis(20),
+        standby_retry: Duration::from_millis(100),
+        ..ProjectorConfig::default()
+    };
+    let mut stops = Vec::new();
+    let mut runtimes = Vec::new();
+    for _ in 0..2 {
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        runtimes.push(spawn(pool.clone(), config.clone(), async {
+            let _ = stopped.await;
+        }));
+    }
+    let mut events = Vec::new();
+    for id in 1..=5 {
+        events.extend(register(id, &format!("u{id}")));
+    }
+    clock.append(&pool, &events).await;
+    for follower in 2..=5 {
+        clock.append(&pool, &[followed(follower, 1)]).await;
+    }
+    wait_for("the projectors to catch up", || caught_up(&pool)).await;
+    // One holder per projection, whichever process it is.
+    assert_eq!(projection_locks_held(&pool).await, 3);
+
+    // Stop the first process; the second (if it was standing by) takes over.
+    stops.remove(0).send(()).unwrap();
+    runtimes.remove(0).await.unwrap().unwrap();
+    clock
+        .append(&pool, &[unfollowed(5, 1), created(1, 1)])
+        .await;
+    wait_for("the survivor to catch up", || caught_up(&pool)).await;
+
+    let rm = PgReadModel::new(pool.clone());
+    let profile = rm.profile(1).await.unwrap().unwrap();
+    assert_eq!((profile.followers_count, profile.posts_count), (3, 1));
+    for follower in 2..=5 {
+        assert_eq!(
+            rm.profile(follower).await.unwrap().unwrap().following_count,
+            i64::from(follower != 5)
+        );
+    }
+    stops.remove(0).send(()).unwrap();
+    runtimes.remove(0).await.unwrap().unwrap();
+    assert_eq!(projection_locks_held(&pool).await, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_notification_wakes_an_idle_projector(pool: PgPool) {
+    // Polling effectively off: only NOTIFY can wake the projectors.
+    let config = ProjectorConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..ProjectorConfig::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let runtime = spawn(pool.clone(), config, async {
+        let _ = stopped.await;
+    });
+    wait_for("the leaders and the listener", async || {
+        let listening: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                            WHERE datname = current_database() AND query LIKE 'LISTEN%murmur_events%')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        listening && projection_locks_held(&pool).await == 3
+    })
+    .await;
+    // Let the leaders finish their first (empty) read and go to sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Clock::default().append(&pool, &register(1, "woken")).await;
+    let rm = PgReadModel::new(pool.clone());
+    wait_for("the registration to be applied", async || {
+        rm.profile(1).await.unwrap().is_some()
+    })
+    .await;
+    stop.send(()).unwrap();
+    runtime.await.unwrap().unwrap();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn status_reports_checkpoints_and_lag(pool: PgPool) {
+    let mut clock = Clock::default();
+    clock.append(&pool, &register(1, "a")).await;
+    let lagging = status(&pool).await.unwrap();
+    assert_eq!(
+        lagging.iter().map(|s| s.name).collect::<Vec<_>>(),
+        names::ALL.to_vec()
+    );
+    for s in &lagging {
+        assert_eq!((s.checkpoint, s.lag_events), (Position::START, 2));
+        assert!(s.lag_seconds > 0.0, "events stamped in the past are late");
+    }
+    let feeds = &projections(&ProjectorConfig::default())[2];
+    catch_up_projection(&pool, feeds.as_ref(), 10)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let end = read_batch(&mut conn, Position::START, 10)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .position;
+    for s in status(&pool).await.unwrap() {
+        if s.name == names::FEEDS {
+            assert_eq!((s.checkpoint, s.lag_events, s.lag_seconds), (end, 0, 0.0));
+        } else {
+            assert_eq!(s.lag_events, 2);
+        }
+    }
+}
