@@ -99,15 +99,28 @@ impl Shadow {
     async fn open(pool: &PgPool, projection: Arc<dyn Projection>) -> anyhow::Result<Self> {
         let name = projection.name();
         let mut conn = connect(pool).await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+        // Wait a little: the session of a rebuild interrupted a moment ago may still be
+        // ending on the server.
+        sqlx::query("SET lock_timeout = '5s'")
+            .execute(&mut conn)
+            .await
+            .context("setting the lock timeout")?;
+        let locked = sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
             .bind(REBUILD_LOCK_CLASS)
             .bind(name)
-            .fetch_one(&mut conn)
-            .await
-            .context("taking the rebuild lock")?;
-        if !locked {
-            bail!("{name} is being rebuilt or verified by another process");
+            .execute(&mut conn)
+            .await;
+        match locked {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+                bail!("{name} is being rebuilt or verified by another process")
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("taking the rebuild lock")),
         }
+        sqlx::query("RESET lock_timeout")
+            .execute(&mut conn)
+            .await
+            .context("resetting the lock timeout")?;
         shadow::create(&mut conn, projection.as_ref())
             .await
             .with_context(|| format!("creating the shadow tables of {name}"))?;
@@ -323,8 +336,20 @@ pub async fn rebuild(
 
     let mut handover = connect(pool).await?;
     let mut tx = sqlx::Connection::begin(&mut handover).await?;
-    lock_live(&mut tx, &replay.names, options.lock_timeout).await?;
+    let live = lock_live(&mut tx, &replay.names, options.lock_timeout).await?;
     events += replay.build(options, false).await?;
+    for shadow in &replay.shadows {
+        let name = shadow.projection.name();
+        let live = live.get(name).copied().unwrap_or(Position::START);
+        // Cannot happen (every event the live projector applied is readable), but a swap
+        // must never take the read models back in the log.
+        if shadow.at < live {
+            bail!(
+                "{name}: the rebuild reached {} but the live checkpoint is {live}",
+                shadow.at
+            );
+        }
+    }
     replay.progress.finish();
     let at = replay
         .shadows
