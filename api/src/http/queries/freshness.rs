@@ -23,8 +23,11 @@ pub const MIN_POSITION_HEADER: HeaderName = HeaderName::from_static("x-murmur-mi
 
 /// How long a request waits for `X-Murmur-Min-Position` before answering 503.
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
-/// Between two looks at the checkpoints; no connection is held meanwhile.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Between two looks at the checkpoints (no connection is held meanwhile): short at first,
+/// since projectors usually follow within milliseconds, then longer, so many waiting
+/// requests do not flood the database.
+const FIRST_POLL: Duration = Duration::from_millis(5);
+const MAX_POLL: Duration = Duration::from_millis(25);
 /// What a 503 asks the client to wait before retrying, in seconds.
 const RETRY_AFTER_SECS: u64 = 1;
 
@@ -100,13 +103,14 @@ impl ReadRequest {
     /// [`MAX_WAIT`].
     async fn wait_for(&self, state: &AppState, projections: &[&str]) -> Result<Position, ApiError> {
         let deadline = Instant::now() + MAX_WAIT;
+        let mut interval = FIRST_POLL;
         loop {
             let at = state.read_model.progress(projections).await?;
             let min = match self.min_position {
                 Some(min) if at < min => min,
                 _ => return Ok(at),
             };
-            if Instant::now() + POLL_INTERVAL > deadline {
+            if Instant::now() + interval > deadline {
                 return Err(ApiError::Unavailable {
                     detail: format!(
                         "the read model has applied the log up to {at}, not yet {min}; retry later"
@@ -114,7 +118,8 @@ impl ReadRequest {
                     retry_after_secs: RETRY_AFTER_SECS,
                 });
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(MAX_POLL);
         }
     }
 
