@@ -451,14 +451,6 @@ async fn celebrity_posts_are_merged_into_feeds_once(_: PgPoolOptions, db: PgConn
     )
     .await;
     assert_eq!(star_profile["followers_count"], 3);
-    // The feeds projection took the read-time merge path for star (not only fan-out).
-    let celebrity: bool =
-        sqlx::query_scalar("SELECT celebrity FROM feed_authors WHERE author_id = $1")
-            .bind(star.id)
-            .fetch_one(&s.pool)
-            .await
-            .expect("star's feed_authors row");
-    assert!(celebrity);
     for (reader, expected) in [
         (&alice, vec![a1, p3, p2, p1]),
         (&bob, vec![p3, p2, p1]),
@@ -482,6 +474,15 @@ async fn celebrity_posts_are_merged_into_feeds_once(_: PgPoolOptions, db: PgConn
         .await;
         assert_eq!(paged, expected, "{}'s feed, paged", reader.handle);
     }
+    // The feeds projection (caught up: the feeds above were read at `last`) took the
+    // read-time merge path for star, not only fan-out.
+    let celebrity: bool =
+        sqlx::query_scalar("SELECT celebrity FROM feed_authors WHERE author_id = $1")
+            .bind(star.id)
+            .fetch_one(&s.pool)
+            .await
+            .expect("star's feed_authors row");
+    assert!(celebrity);
     s.stop().await;
 }
 
