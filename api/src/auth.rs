@@ -1,4 +1,5 @@
-//! Bearer tokens: HS256 JWTs whose subject is the user id.
+//! Credentials: HS256 bearer tokens whose subject is the user id, and argon2id password
+//! hashes (computed off the async runtime, at most a few at a time).
 
 use std::path::Path;
 use std::time::Duration;
@@ -81,6 +82,91 @@ pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> anyho
     Ok(secret.into_bytes())
 }
 
+/// Hashes and checks passwords with argon2id (the argon2 crate's defaults: 19 MiB, t=2, p=1).
+///
+/// Hashing is CPU- and memory-heavy, so it runs on the blocking pool, and a semaphore keeps
+/// a burst of registrations or logins from running more hashes at once than there are cores.
+pub struct Passwords {
+    permits: tokio::sync::Semaphore,
+    /// The hash checked when a login names an unknown handle, so that it takes as long as
+    /// one with a wrong password.
+    dummy: tokio::sync::OnceCell<String>,
+}
+
+impl Default for Passwords {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Self {
+            permits: tokio::sync::Semaphore::new(cores),
+            dummy: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+impl Passwords {
+    /// The PHC string (`$argon2id$v=19$...`) of `password` under a fresh random salt.
+    pub async fn hash(&self, password: &str) -> anyhow::Result<String> {
+        let password = password.to_owned();
+        self.blocking(move || {
+            use argon2::password_hash::{PasswordHasher, SaltString};
+            use rand::Rng;
+            let salt_bytes: [u8; 16] = rand::rng().random();
+            let salt = SaltString::encode_b64(&salt_bytes)
+                .map_err(|e| anyhow::anyhow!("encoding a salt: {e}"))?;
+            argon2::Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|hash| hash.to_string())
+                .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
+        })
+        .await
+    }
+
+    /// Whether `password` matches `hash`. A malformed stored hash never matches.
+    pub async fn verify(&self, password: &str, hash: &str) -> anyhow::Result<bool> {
+        let (password, hash) = (password.to_owned(), hash.to_owned());
+        self.blocking(move || {
+            use argon2::password_hash::{PasswordHash, PasswordVerifier};
+            let Ok(parsed) = PasswordHash::new(&hash) else {
+                tracing::error!("a stored password hash is malformed");
+                return Ok(false);
+            };
+            Ok(argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok())
+        })
+        .await
+    }
+
+    /// Spends the time of a real check against a hash nobody's password matches; always false.
+    pub async fn verify_dummy(&self, password: &str) -> anyhow::Result<bool> {
+        let dummy = self
+            .dummy
+            .get_or_try_init(|| async {
+                use rand::Rng;
+                let random: [u8; 16] = rand::rng().random();
+                let unguessable: String = random.iter().map(|b| format!("{b:02x}")).collect();
+                self.hash(&unguessable).await
+            })
+            .await?;
+        self.verify(password, dummy).await?;
+        Ok(false)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .context("password hashing is shut down")?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .context("the password hashing task failed")?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +209,21 @@ mod tests {
             b"given"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+    #[tokio::test]
+    async fn passwords_hash_and_verify() {
+        let passwords = Passwords::default();
+        let hash = passwords.hash("correct horse").await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(!hash.contains("correct horse"));
+        assert!(passwords.verify("correct horse", &hash).await.unwrap());
+        assert!(!passwords.verify("wrong horse", &hash).await.unwrap());
+        assert!(!passwords
+            .verify("correct horse", "not a hash")
+            .await
+            .unwrap());
+        assert!(!passwords.verify_dummy("correct horse").await.unwrap());
+        // Same password, fresh salt: a different hash.
+        assert_ne!(passwords.hash("correct horse").await.unwrap(), hash);
     }
 }

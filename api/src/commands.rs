@@ -1,13 +1,553 @@
-//! (to be filled in) Executes commands on the aggregates through cqrs-es/postgres-es.
+//! The write side: executes commands on the domain's aggregates through cqrs-es over the
+//! postgres-es event store (no cqrs-es queries: projectors read the log themselves).
+//!
+//! Every command carries [`EventMetadata`] (actor, request id, time); an optimistic-concurrency
+//! conflict on a stream is retried a few times after a short jittered pause, then answered 409.
+//! Registration spans two streams and a table; see [`Commands::register`] for how a crash
+//! anywhere in it never leaves a user who cannot log in.
 
-use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use murmur_domain::rules::{
+    validate_display_name, validate_handle, validate_password, validate_post_body,
+};
+use murmur_domain::{
+    DomainError, EventMetadata, Follow, FollowCommand, Handle, HandleCommand, HandleEvent,
+    MurmurEvent, MurmurUpcaster, Post, PostCommand, PostId, User, UserCommand, UserDirectory,
+    UserId,
+};
+use murmur_projections::Position;
+use postgres_es::PostgresEventRepository;
+use rand::Rng;
+use sqlx::{PgPool, Row};
+
+use crate::auth::Passwords;
+use crate::http::ApiError;
+
+type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+type Framework<A> = CqrsFramework<A, Store<A>>;
+
+/// Attempts per command when its stream keeps changing underneath it.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Handle claims read at a time when looking for interrupted registrations.
+pub const COMPLETION_PAGE: i64 = 5_000;
+
+/// What a login failure says, whether the handle or the password was wrong.
+pub const BAD_CREDENTIALS: &str = "wrong handle or password";
+
+/// A registration request, unchecked.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub handle: String,
+    pub display_name: String,
+    pub password: String,
+}
+
+/// A completed registration.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub id: UserId,
+    pub handle: String,
+    /// As stored (trimmed).
+    pub display_name: String,
+    pub position: Position,
+}
+
+/// A created post.
+#[derive(Debug, Clone)]
+pub struct CreatedPost {
+    pub id: PostId,
+    pub author_id: UserId,
+    /// As stored (trimmed).
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub position: Position,
+}
+
+/// The `HandleClaimed` event of a handle: everything its user's registration needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Claim {
+    user_id: UserId,
+    handle: String,
+    display_name: String,
+}
+
+/// Whether users exist, answered from the event log (a user exists once `UserRegistered`
+/// is in their stream), so follows never depend on a projection's lag.
+struct EventLogDirectory {
+    pool: PgPool,
+}
+
+#[async_trait::async_trait]
+impl UserDirectory for EventLogDirectory {
+    async fn user_exists(&self, id: UserId) -> Result<bool, String> {
+        sqlx::query_scalar(
+            "SELECT EXISTS(SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2)",
+        )
+        .bind(User::TYPE)
+        .bind(User::stream_id(id))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| format!("checking whether user {id} exists: {e}"))
+    }
+}
+
+fn framework<A: Aggregate>(pool: &PgPool, services: A::Services) -> Framework<A> {
+    let store = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()))
+        .with_upcasters(vec![Box::new(MurmurUpcaster)]);
+    CqrsFramework::new(store, vec![], services)
+}
+
+/// Runs `command` on stream `id`, retrying optimistic-concurrency conflicts (each retry
+/// reloads the stream, so the command is decided again on the newer state).
+async fn execute<A>(
+    framework: &Framework<A>,
+    id: &str,
+    command: A::Command,
+    metadata: &EventMetadata,
+) -> Result<(), AggregateError<DomainError>>
+where
+    A: Aggregate<Error = DomainError>,
+    A::Command: Clone,
+{
+    let mut attempt = 1;
+    loop {
+        match framework
+            .execute_with_metadata(id, command.clone(), metadata.to_map())
+            .await
+        {
+            Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
+                let pause = rand::rng().random_range(1..=5 * u64::from(attempt));
+                tracing::debug!(aggregate = A::TYPE, id, attempt, "conflict; retrying");
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The metadata of a command executed now on behalf of `actor` within request `request_id`.
+/// The time is cut to microseconds, the precision it is stored with.
+pub fn metadata(actor_id: Option<UserId>, request_id: &str) -> EventMetadata {
+    let now = Utc::now();
+    let time = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+    let request_id = if request_id.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        request_id.to_string()
+    };
+    EventMetadata {
+        actor_id,
+        request_id,
+        time,
+    }
+}
+
+/// Executes commands; one per process, shared by all requests.
 pub struct Commands {
     pub pool: PgPool,
+    pub passwords: Passwords,
+    directory: Arc<dyn UserDirectory>,
+    handles: Framework<Handle>,
+    users: Framework<User>,
+    follows: Framework<Follow>,
+    posts: Framework<Post>,
 }
 
 impl Commands {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        let directory: Arc<dyn UserDirectory> = Arc::new(EventLogDirectory { pool: pool.clone() });
+        Self {
+            handles: framework(&pool, ()),
+            users: framework(&pool, ()),
+            follows: framework(&pool, directory.clone()),
+            posts: framework(&pool, ()),
+            passwords: Passwords::default(),
+            directory,
+            pool,
+        }
+    }
+
+    /// Registers a user. Order matters for crash safety:
+    /// 1. check everything (nothing is written for bad input), hash the password;
+    /// 2. store the hash in `credentials` under a fresh id;
+    /// 3. claim the handle (`HandleClaimed`, first wins) — from here on the user exists;
+    /// 4. append `UserRegistered`. A crash between 3 and 4 is repaired from the claim (it
+    ///    carries all of the user's data) at start-up, at login, or when the handle is
+    ///    registered again.
+    ///
+    /// The credentials row of a registration that did not claim its handle is deleted (best
+    /// effort; an orphan row is harmless since no handle leads to it).
+    pub async fn register(
+        &self,
+        registration: Registration,
+        request_id: &str,
+    ) -> Result<Registered, ApiError> {
+        let Registration {
+            handle,
+            display_name,
+            password,
+        } = registration;
+        validate_handle(&handle)?;
+        let display_name = validate_display_name(&display_name)?;
+        validate_password(&password)?;
+        let metadata = metadata(None, request_id);
+        if let Some(claim) = self.claim_of(&handle).await? {
+            self.complete_after_refusal(&claim, &metadata).await;
+            return Err(DomainError::HandleTaken.into());
+        }
+
+        let hash = self.passwords.hash(&password).await?;
+        let id: UserId = sqlx::query_scalar("SELECT nextval('user_ids')")
+            .fetch_one(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO credentials (user_id, password_hash) VALUES ($1, $2)")
+            .bind(id)
+            .bind(&hash)
+            .execute(&self.pool)
+            .await?;
+
+        let claim = Claim {
+            user_id: id,
+            handle: handle.clone(),
+            display_name: display_name.clone(),
+        };
+        let claimed = execute(
+            &self.handles,
+            &Handle::stream_id(&handle),
+            HandleCommand::Claim {
+                user_id: id,
+                handle: handle.clone(),
+                display_name: display_name.clone(),
+            },
+            &metadata,
+        )
+        .await;
+        match claimed {
+            Ok(()) => {}
+            Err(AggregateError::UserError(DomainError::HandleTaken)) => {
+                self.delete_credentials(id).await;
+                if let Ok(Some(winner)) = self.claim_of(&handle).await {
+                    self.complete_after_refusal(&winner, &metadata).await;
+                }
+                return Err(DomainError::HandleTaken.into());
+            }
+            Err(error) => {
+                // The claim may have committed even though we saw an error (e.g. the
+                // connection dropped after COMMIT): look before deleting the credentials.
+                match self.claim_of(&handle).await {
+                    Ok(Some(stored)) if stored.user_id == id => {}
+                    Ok(_) => {
+                        self.delete_credentials(id).await;
+                        return Err(error.into());
+                    }
+                    Err(_) => return Err(error.into()),
+                }
+            }
+        }
+        self.complete(&claim, &metadata).await?;
+        Ok(Registered {
+            id,
+            handle,
+            display_name,
+            position: self.position_of(User::TYPE, &User::stream_id(id)).await?,
+        })
+    }
+
+    /// Checks a handle and password; answers the user id, or 401 with the same detail
+    /// whichever was wrong (an unknown handle still costs one password check).
+    pub async fn login(
+        &self,
+        handle: &str,
+        password: &str,
+        request_id: &str,
+    ) -> Result<UserId, ApiError> {
+        let claim = match validate_handle(handle) {
+            Ok(()) => self.claim_of(handle).await?,
+            Err(_) => None,
+        };
+        let hash: Option<String> = match &claim {
+            Some(claim) => {
+                sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
+                    .bind(claim.user_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => None,
+        };
+        let (Some(claim), Some(hash)) = (claim, hash) else {
+            self.passwords.verify_dummy(password).await?;
+            return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
+        };
+        if !self.passwords.verify(password, &hash).await? {
+            return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
+        }
+        self.complete(&claim, &metadata(None, request_id)).await?;
+        Ok(claim.user_id)
+    }
+
+    /// Follows (`follow`) or unfollows `followee` as `follower`. Answers the position of the
+    /// edge's newest event (the one appended, or the existing one when nothing changed).
+    pub async fn set_following(
+        &self,
+        follower: UserId,
+        followee: UserId,
+        follow: bool,
+        request_id: &str,
+    ) -> Result<Position, ApiError> {
+        let command = if follow {
+            FollowCommand::Follow {
+                follower_id: follower,
+                followee_id: followee,
+            }
+        } else {
+            FollowCommand::Unfollow {
+                follower_id: follower,
+                followee_id: followee,
+            }
+        };
+        let stream = Follow::stream_id(follower, followee);
+        let metadata = metadata(Some(follower), request_id);
+        execute(&self.follows, &stream, command, &metadata).await?;
+        Ok(self.position_of(Follow::TYPE, &stream).await?)
+    }
+
+    /// Creates a post by `author` (who must exist) with `body` (trimmed, 1–280 characters).
+    pub async fn create_post(
+        &self,
+        author: UserId,
+        body: &str,
+        request_id: &str,
+    ) -> Result<CreatedPost, ApiError> {
+        let body = validate_post_body(body)?;
+        if !self
+            .directory
+            .user_exists(author)
+            .await
+            .map_err(DomainError::Lookup)?
+        {
+            return Err(DomainError::UnknownUser(author).into());
+        }
+        let id: PostId = sqlx::query_scalar("SELECT nextval('post_ids')")
+            .fetch_one(&self.pool)
+            .await?;
+        let metadata = metadata(Some(author), request_id);
+        let stream = Post::stream_id(id);
+        let command = PostCommand::Create {
+            post_id: id,
+            author_id: author,
+            body: body.clone(),
+        };
+        execute(&self.posts, &stream, command, &metadata).await?;
+        Ok(CreatedPost {
+            id,
+            author_id: author,
+            body,
+            created_at: metadata.time,
+            position: self.position_of(Post::TYPE, &stream).await?,
+        })
+    }
+
+    /// Deletes post `id` as `actor` (its author only; a deleted post is gone: 404).
+    pub async fn delete_post(
+        &self,
+        actor: UserId,
+        id: PostId,
+        request_id: &str,
+    ) -> Result<Position, ApiError> {
+        let stream = Post::stream_id(id);
+        let command = PostCommand::Delete {
+            post_id: id,
+            actor_id: actor,
+        };
+        execute(
+            &self.posts,
+            &stream,
+            command,
+            &metadata(Some(actor), request_id),
+        )
+        .await?;
+        Ok(self.position_of(Post::TYPE, &stream).await?)
+    }
+
+    /// Completes every registration interrupted between its handle claim and its
+    /// `UserRegistered` (a claim whose user's stream is empty); returns how many it completed.
+    /// Run at start-up, in the background. It walks the claims in pages along the primary key
+    /// and looks their users up by key, so it costs index scans over the users, never a scan
+    /// of the whole log. `page` claims are read at a time ([`COMPLETION_PAGE`] normally).
+    pub async fn complete_interrupted_registrations(&self, page: i64) -> anyhow::Result<usize> {
+        use anyhow::Context;
+        let metadata = metadata(None, &format!("startup-{}", uuid::Uuid::new_v4()));
+        let mut after = String::new();
+        let mut completed = 0;
+        loop {
+            let rows = sqlx::query(
+                "SELECT aggregate_id, event_type, event_version, payload FROM events
+                 WHERE aggregate_type = $1 AND aggregate_id > $2 AND sequence = 1
+                 ORDER BY aggregate_type, aggregate_id, sequence
+                 LIMIT $3",
+            )
+            .bind(Handle::TYPE)
+            .bind(&after)
+            .bind(page)
+            .fetch_all(&self.pool)
+            .await
+            .context("reading handle claims")?;
+            let mut claims = Vec::with_capacity(rows.len());
+            for row in &rows {
+                match decode_claim(row) {
+                    Ok(claim) => claims.push(claim),
+                    Err(e) => tracing::error!(error = ?e, "unreadable handle claim"),
+                }
+            }
+            let ids: Vec<String> = claims.iter().map(|c| User::stream_id(c.user_id)).collect();
+            let registered: std::collections::HashSet<String> = sqlx::query_scalar(
+                "SELECT aggregate_id FROM events
+                 WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND sequence = 1",
+            )
+            .bind(User::TYPE)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .context("looking up the users of handle claims")?
+            .into_iter()
+            .collect();
+            for (claim, id) in claims.iter().zip(&ids) {
+                if registered.contains(id) {
+                    continue;
+                }
+                // One claim that cannot be completed must not stop the others.
+                match self.complete(claim, &metadata).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            user_id = claim.user_id,
+                            "completed an interrupted registration"
+                        );
+                        completed += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(user_id = claim.user_id, error = %e, "could not complete a registration")
+                    }
+                }
+            }
+            match rows.last() {
+                Some(last) if rows.len() as i64 == page => after = last.try_get("aggregate_id")?,
+                _ => return Ok(completed),
+            }
+        }
+    }
+
+    /// Appends the claim's `UserRegistered` unless it is already there (`Register` is idempotent).
+    async fn complete(&self, claim: &Claim, metadata: &EventMetadata) -> Result<(), ApiError> {
+        let command = UserCommand::Register {
+            user_id: claim.user_id,
+            handle: claim.handle.clone(),
+            display_name: claim.display_name.clone(),
+        };
+        execute(
+            &self.users,
+            &User::stream_id(claim.user_id),
+            command,
+            metadata,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// [`Self::complete`] for a registration that is being refused anyway: failures are only logged.
+    async fn complete_after_refusal(&self, claim: &Claim, metadata: &EventMetadata) {
+        if let Err(e) = self.complete(claim, metadata).await {
+            tracing::warn!(user_id = claim.user_id, error = %e, "could not complete a registration");
+        }
+    }
+
+    /// The claim of `handle` (case-insensitively), if it is taken.
+    async fn claim_of(&self, handle: &str) -> Result<Option<Claim>, ApiError> {
+        let row = sqlx::query(
+            "SELECT event_type, event_version, payload FROM events
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
+        )
+        .bind(Handle::TYPE)
+        .bind(Handle::stream_id(handle))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| decode_claim(&row).map_err(ApiError::Internal))
+            .transpose()
+    }
+
+    async fn delete_credentials(&self, id: UserId) {
+        let deleted = sqlx::query("DELETE FROM credentials WHERE user_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = deleted {
+            tracing::warn!(user_id = id, error = %e, "could not delete orphan credentials");
+        }
+    }
+
+    /// The position of the newest event of a stream ([`Position::START`] for an empty one).
+    pub async fn position_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Position, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT transaction_id::text AS xid, position FROM events
+             WHERE aggregate_type = $1 AND aggregate_id = $2
+             ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Position::START);
+        };
+        let xid: String = row.try_get("xid")?;
+        let transaction_id = xid.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok(Position::new(transaction_id, row.try_get("position")?))
+    }
+}
+
+fn decode_claim(row: &sqlx::postgres::PgRow) -> anyhow::Result<Claim> {
+    let event = MurmurEvent::decode(
+        Handle::TYPE,
+        row.try_get("event_type")?,
+        row.try_get("event_version")?,
+        row.try_get("payload")?,
+    )?;
+    match event {
+        MurmurEvent::Handle(HandleEvent::HandleClaimed {
+            user_id,
+            handle,
+            display_name,
+        }) => Ok(Claim {
+            user_id,
+            handle,
+            display_name,
+        }),
+        other => anyhow::bail!("expected HandleClaimed, found {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_microsecond_precise_and_always_has_a_request_id() {
+        let meta = metadata(Some(4), "");
+        assert_eq!(meta.time.timestamp_subsec_nanos() % 1_000, 0);
+        assert!(!meta.request_id.is_empty());
+        assert_eq!(metadata(None, "abc").request_id, "abc");
+        // What is stored reads back as the same time.
+        let stored = EventMetadata::from_json(&meta.to_json()).unwrap();
+        assert_eq!(stored, meta);
     }
 }

@@ -1,1 +1,112 @@
-fn main() {}
+//! The `murmur` binary: `serve` (HTTP, with the projectors in-process unless
+//! `--no-projectors`), `project` (the projectors only) and `migrate`.
+//! Stops gracefully on SIGTERM or SIGINT.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use murmur_api::config::Config;
+use murmur_api::server;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "murmur",
+    version,
+    about = "An event-sourced social network backend"
+)]
+struct Cli {
+    /// Log line format. JSON lines carry the request id of every line logged in a request.
+    #[arg(long, env = "MURMUR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Apply migrations, then serve HTTP (and run the projectors unless --no-projectors).
+    Serve(Config),
+    /// Apply migrations, then run only the projectors.
+    Project(Config),
+    /// Apply migrations and exit.
+    Migrate(Config),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    murmur_api::http::health::prometheus();
+    match cli.command {
+        Command::Serve(config) => {
+            let pool = server::connect(&config).await?;
+            let server = server::start(config, pool).await?;
+            shutdown_signal().await;
+            server.shutdown().await.context("shutting down")?;
+            tracing::info!("stopped");
+        }
+        Command::Project(config) => {
+            let pool = server::connect(&config).await?;
+            tracing::info!("running the projectors");
+            // The projections crate's runtime: every projection, until the signal.
+            murmur_projections::run(pool, server::projector_config(&config), shutdown_signal())
+                .await
+                .context("running the projectors")?;
+            tracing::info!("stopped");
+        }
+        Command::Migrate(config) => {
+            server::connect(&config).await?;
+            tracing::info!("migrations applied");
+        }
+    }
+    Ok(())
+}

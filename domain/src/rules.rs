@@ -50,7 +50,8 @@ pub fn validate_display_name(name: &str) -> Result<String, DomainError> {
     Ok(trimmed.to_string())
 }
 
-/// A post body is 1–280 Unicode scalar values after trimming. Returns the trimmed body.
+/// A post body is 1–280 Unicode scalar values after trimming, without U+0000 (which
+/// PostgreSQL's jsonb, the event log, cannot store). Returns the trimmed body.
 pub fn validate_post_body(body: &str) -> Result<String, DomainError> {
     let trimmed = body.trim();
     let len = trimmed.chars().count();
@@ -58,6 +59,11 @@ pub fn validate_post_body(body: &str) -> Result<String, DomainError> {
         return Err(DomainError::InvalidPostBody(format!(
             "must be 1 to {POST_BODY_MAX} characters after trimming, got {len}"
         )));
+    }
+    if trimmed.contains('\0') {
+        return Err(DomainError::InvalidPostBody(
+            "must not contain the NUL character (U+0000)".into(),
+        ));
     }
     Ok(trimmed.to_string())
 }
@@ -108,6 +114,7 @@ mod tests {
         // 280 scalar values, each several bytes long, is still fine.
         assert!(validate_post_body(&"🦀".repeat(280)).is_ok());
         assert!(validate_post_body(&"🦀".repeat(281)).is_err());
+        assert!(validate_post_body("a\0b").is_err());
     }
 
     #[test]

@@ -118,3 +118,15 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
         Ok(RequestId(id.to_string()))
     }
 }
+
+/// Checks an id taken from a path: ids are 1 to 2^53 - 1 (400 otherwise).
+pub fn valid_id(id: i64, what: &str) -> Result<i64, ApiError> {
+    if (1..=murmur_domain::MAX_ID).contains(&id) {
+        Ok(id)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{what} id must be between 1 and {}",
+            murmur_domain::MAX_ID
+        )))
+    }
+}

@@ -1,9 +1,164 @@
-//! (to be filled in) routes of the `health` module.
+//! Operations routes: `/healthz` (the process is up), `/readyz` (the database answers; the
+//! projections' progress) and `/metrics` (Prometheus text), plus the middleware that counts
+//! and times every routed request.
 
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::AppState;
+use super::error::Problem;
+use super::extractor::Json;
+use super::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Upper bounds (seconds) of the request-latency histogram buckets.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use (a process may start many
+/// servers, e.g. in tests, but can have only one global recorder). `None` if another
+/// recorder was installed first.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let installed = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("murmur_http_request_duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .and_then(PrometheusBuilder::install_recorder);
+            match installed {
+                Ok(handle) => {
+                    // Histograms buffer samples until upkeep drains them.
+                    let upkeep = handle.clone();
+                    std::thread::spawn(move || loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    });
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics is unavailable");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Counts (`murmur_http_requests_total`) and times (`murmur_http_request_duration_seconds`)
+/// each request by method, route template and status.
+pub async fn track_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("murmur_http_requests_total", &labels).increment(1);
+    metrics::histogram!("murmur_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Up", body = Health))
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    /// Each projection's checkpoint and lag behind the event log.
+    #[schema(value_type = Vec<Object>)]
+    pub projections: Vec<murmur_projections::ProjectionStatus>,
+}
+
+/// The database answers; reports how far each projection has got.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "The database does not answer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    let unavailable = |e: anyhow::Error| {
+        tracing::warn!(error = ?e, "not ready");
+        ApiError::Unavailable {
+            detail: "the database does not answer".into(),
+            retry_after_secs: 1,
+        }
+    };
+    sqlx::query("SELECT 1")
+        .execute(&state.pool)
+        .await
+        .map_err(|e| unavailable(e.into()))?;
+    let projections = murmur_projections::status(&state.pool)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(Readiness {
+        status: "ok",
+        projections,
+    }))
+}
+
+/// Prometheus metrics of this process.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 503, description = "No metrics recorder in this process", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn metrics() -> Result<impl IntoResponse, ApiError> {
+    let handle = prometheus().ok_or_else(|| ApiError::Unavailable {
+        detail: "metrics are not recorded in this process".into(),
+        retry_after_secs: 60,
+    })?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    ))
 }

@@ -45,6 +45,8 @@ pub struct AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    // Install the metrics recorder before anything records.
+    health::prometheus();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -56,7 +58,9 @@ pub fn router(state: AppState) -> Router {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
                 tracing::info_span!("request", request_id = %id, method = %request.method(), uri = %request.uri())
-            }),
+            })
+            // One line per answered request (status, latency), within the request's span.
+            .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::new(request_id));
 
@@ -68,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(health::router())
         .merge(openapi::router())
+        // After every route is merged: route layers wrap only the routes present.
+        .route_layer(axum::middleware::from_fn(health::track_metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -1,9 +1,112 @@
-//! (to be filled in) routes of the `posts` module.
+//! Posting: `POST /v1/posts` as the signed-in user, `DELETE /v1/posts/{id}` by its author.
 
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, post};
 use axum::Router;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::AppState;
+use super::error::Problem;
+use super::extractor::{valid_id, AuthUser, Json, Path, RequestId};
+use super::queries::freshness::POSITION_HEADER;
+use super::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v1/posts", post(create_post))
+        .route("/v1/posts/{id}", delete(delete_post))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreatePostRequest {
+    /// 1–280 characters (Unicode scalar values) after trimming.
+    #[schema(example = "hello, murmur")]
+    pub body: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PostResponse {
+    #[schema(example = 7)]
+    pub id: i64,
+    pub author_id: i64,
+    /// As stored (trimmed).
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    /// Log position of `PostCreated`; pass as `X-Murmur-Min-Position` to read it back.
+    #[schema(example = "812:40")]
+    pub position: String,
+}
+
+/// Posts as the signed-in user.
+#[utoipa::path(
+    post,
+    path = "/v1/posts",
+    tag = "commands",
+    security(("bearer" = [])),
+    request_body = CreatePostRequest,
+    responses(
+        (status = 201, description = "Posted", body = PostResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The signed-in user does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid post body (named in `detail`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_post(
+    AuthUser(author): AuthUser,
+    RequestId(request_id): RequestId,
+    State(state): State<AppState>,
+    Json(request): Json<CreatePostRequest>,
+) -> Result<(StatusCode, Json<PostResponse>), ApiError> {
+    let post = state
+        .commands
+        .create_post(author, &request.body, &request_id)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(PostResponse {
+            id: post.id,
+            author_id: post.author_id,
+            body: post.body,
+            created_at: post.created_at,
+            position: post.position.to_string(),
+        }),
+    ))
+}
+
+/// Deletes a post; only its author may. A deleted post stays deleted.
+#[utoipa::path(
+    delete,
+    path = "/v1/posts/{id}",
+    tag = "commands",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "The post")),
+    responses(
+        (status = 204, description = "Deleted", headers(
+            ("X-Murmur-Position" = String, description = "Log position of `PostDeleted` (\"<xid>:<pos>\")")
+        )),
+        (status = 400, description = "Bad path id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the post's author", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such post, or already deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Changed concurrently too often; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_post(
+    AuthUser(actor): AuthUser,
+    Path(id): Path<i64>,
+    RequestId(request_id): RequestId,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = valid_id(id, "post")?;
+    let position = state.commands.delete_post(actor, id, &request_id).await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(POSITION_HEADER, position.to_string())],
+    ))
 }
