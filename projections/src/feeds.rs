@@ -31,6 +31,8 @@ pub const DEFAULT_CELEBRITY_THRESHOLD: i64 = 10_000;
 
 pub struct FeedsProjection {
     /// Authors with more followers than this are merged at read time, not fanned out.
+    /// They go back to fan-out only at 10% below it, so that one user following and
+    /// unfollowing an author at the threshold cannot make every follower's inbox churn.
     pub celebrity_threshold: i64,
 }
 
@@ -252,12 +254,16 @@ impl FeedsProjection {
              FROM UNNEST($1::bigint[], $2::bigint[]) AS d(author_id, delta)
              ON CONFLICT (author_id) DO UPDATE
              SET followers = feed_authors.followers + EXCLUDED.followers,
-                 celebrity = feed_authors.followers + EXCLUDED.followers > $3
+                 celebrity = CASE
+                     WHEN feed_authors.followers + EXCLUDED.followers > $3 THEN true
+                     WHEN feed_authors.followers + EXCLUDED.followers <= $4 THEN false
+                     ELSE feed_authors.celebrity END
              RETURNING author_id, celebrity",
         )
         .bind(&authors)
         .bind(&deltas)
         .bind(self.celebrity_threshold)
+        .bind(self.celebrity_threshold - self.celebrity_threshold / 10)
         .fetch_all(&mut *conn)
         .await
         .context("updating follower counts")?

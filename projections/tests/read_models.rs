@@ -231,7 +231,7 @@ async fn check(pool: &PgPool, model: &Model, context: &str) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn read_models_match_the_commands_at_every_celebrity_threshold(pool: PgPool) {
-    let cases = 24;
+    let cases = 16;
     let strategy = (proptest::collection::vec(command(), 1..40), 1..30i64);
     let mut runner = TestRunner::new(Config {
         cases,
