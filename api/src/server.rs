@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use murmur_projections::ReadModel;
+use murmur_projections::runtime::{self as projectors, ProjectorConfig};
+use murmur_projections::{PgReadModel, ReadModel};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -52,12 +53,21 @@ pub struct Server {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     http: JoinHandle<anyhow::Result<()>>,
+    projectors: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The projectors' settings from the server's configuration.
+pub fn projector_config(config: &Config) -> ProjectorConfig {
+    ProjectorConfig {
+        celebrity_threshold: config.celebrity_threshold,
+        ..ProjectorConfig::default()
+    }
 }
 
 /// Builds the application state over `pool`.
 pub fn state(config: Config, pool: PgPool) -> anyhow::Result<AppState> {
     let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
-    let read_model: Arc<dyn ReadModel> = todo_read_model(pool.clone());
+    let read_model: Arc<dyn ReadModel> = Arc::new(PgReadModel::new(pool.clone()));
     Ok(AppState {
         commands: Arc::new(Commands::new(pool.clone())),
         read_model,
@@ -68,88 +78,38 @@ pub fn state(config: Config, pool: PgPool) -> anyhow::Result<AppState> {
     })
 }
 
-// INTEGRATION POINT (owned by the lead): replaced by the projections crate's PostgreSQL
-// read model when it lands. Until then every read answers an error.
-fn todo_read_model(_pool: PgPool) -> Arc<dyn ReadModel> {
-    Arc::new(NoReadModel)
-}
-
-struct NoReadModel;
-
-fn not_wired<T>() -> Result<T, murmur_projections::ReadError> {
-    Err(murmur_projections::ReadError::Database(
-        sqlx::Error::Protocol("read model not wired yet".into()),
-    ))
-}
-
-#[async_trait::async_trait]
-impl ReadModel for NoReadModel {
-    async fn profile(
-        &self,
-        _: i64,
-    ) -> Result<Option<murmur_projections::Profile>, murmur_projections::ReadError> {
-        not_wired()
-    }
-    async fn profile_by_handle(
-        &self,
-        _: &str,
-    ) -> Result<Option<murmur_projections::Profile>, murmur_projections::ReadError> {
-        not_wired()
-    }
-    async fn feed(
-        &self,
-        _: i64,
-        _: &murmur_projections::PageRequest,
-    ) -> Result<murmur_projections::Page<murmur_projections::PostItem>, murmur_projections::ReadError>
-    {
-        not_wired()
-    }
-    async fn user_posts(
-        &self,
-        _: i64,
-        _: &murmur_projections::PageRequest,
-    ) -> Result<murmur_projections::Page<murmur_projections::PostItem>, murmur_projections::ReadError>
-    {
-        not_wired()
-    }
-    async fn followers(
-        &self,
-        _: i64,
-        _: &murmur_projections::PageRequest,
-    ) -> Result<
-        murmur_projections::Page<murmur_projections::UserListItem>,
-        murmur_projections::ReadError,
-    > {
-        not_wired()
-    }
-    async fn following(
-        &self,
-        _: i64,
-        _: &murmur_projections::PageRequest,
-    ) -> Result<
-        murmur_projections::Page<murmur_projections::UserListItem>,
-        murmur_projections::ReadError,
-    > {
-        not_wired()
-    }
-    async fn progress(
-        &self,
-        _: &[&str],
-    ) -> Result<murmur_projections::Position, murmur_projections::ReadError> {
-        not_wired()
-    }
-}
-
 /// Starts serving on `config.listen` (port 0 picks a free port; see [`Server::addr`]).
 pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    // INTEGRATION POINT (owned by the lead): spawn the projectors here unless
-    // `config.no_projectors`, stopping on `stop`.
-    let app = http::router(state(config, pool)?);
-    let (stop, mut stopped) = watch::channel(false);
+    let no_projectors = config.no_projectors;
+    let projector_config = projector_config(&config);
+    let pool_for_projectors = pool.clone();
+    let state = state(config, pool)?;
+    // Registrations a crash cut between the handle claim and UserRegistered; in the
+    // background, since login and registering the handle again complete them on demand.
+    let commands = state.commands.clone();
+    tokio::spawn(async move {
+        match commands
+            .complete_interrupted_registrations(crate::commands::COMPLETION_PAGE)
+            .await
+        {
+            Ok(0) => {}
+            Ok(completed) => tracing::info!(completed, "completed interrupted registrations"),
+            Err(e) => tracing::error!(error = ?e, "completing interrupted registrations failed"),
+        }
+    });
+    let app = http::router(state);
+    let (stop, stopped) = watch::channel(false);
+    let projectors = (!no_projectors).then(|| {
+        let mut stopped = stopped.clone();
+        projectors::spawn(pool_for_projectors, projector_config, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+    });
+    let mut stopped = stopped;
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -159,13 +119,22 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
             .context("serving HTTP")
     });
     tracing::info!(%addr, "murmur listening");
-    Ok(Server { addr, stop, http })
+    Ok(Server {
+        addr,
+        stop,
+        http,
+        projectors,
+    })
 }
 
 impl Server {
     /// Stops accepting connections, lets in-flight requests finish, stops the projectors.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        self.http.await.context("HTTP task panicked")?
+        let served = self.http.await.context("HTTP task panicked")?;
+        if let Some(projectors) = self.projectors {
+            projectors.await.context("projector task panicked")??;
+        }
+        served
     }
 }
