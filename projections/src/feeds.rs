@@ -16,7 +16,8 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use murmur_domain::{FollowEvent, MurmurEvent, PostEvent, PostId, UserId};
+use cqrs_es::Aggregate;
+use murmur_domain::{Follow, FollowEvent, MurmurEvent, Post, PostEvent, PostId, UserId};
 use sqlx::{PgConnection, Row};
 
 use crate::read_model::names;
@@ -422,6 +423,10 @@ async fn trim(conn: &mut PgConnection, owners: &[UserId]) -> anyhow::Result<()> 
 impl Projection for FeedsProjection {
     fn name(&self) -> &'static str {
         names::FEEDS
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[Follow::TYPE, Post::TYPE]
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -1,7 +1,8 @@
 //! The `posts` projection: every live post with its body; deleted posts are removed.
 
 use anyhow::Context;
-use murmur_domain::{MurmurEvent, PostEvent};
+use cqrs_es::Aggregate;
+use murmur_domain::{MurmurEvent, Post, PostEvent};
 use sqlx::PgConnection;
 
 use crate::read_model::names;
@@ -13,6 +14,10 @@ pub struct PostsProjection;
 impl Projection for PostsProjection {
     fn name(&self) -> &'static str {
         names::POSTS
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[Post::TYPE]
     }
 
     fn tables(&self) -> &'static [&'static str] {

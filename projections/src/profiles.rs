@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use murmur_domain::{FollowEvent, MurmurEvent, PostEvent, UserEvent, UserId};
+use cqrs_es::Aggregate;
+use murmur_domain::{Follow, FollowEvent, MurmurEvent, Post, PostEvent, User, UserEvent, UserId};
 use sqlx::PgConnection;
 
 use crate::read_model::names;
@@ -27,6 +28,10 @@ fn delta(deltas: &mut HashMap<UserId, Deltas>, id: UserId) -> &mut Deltas {
 impl Projection for ProfilesProjection {
     fn name(&self) -> &'static str {
         names::PROFILES
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[User::TYPE, Follow::TYPE, Post::TYPE]
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -1,6 +1,8 @@
 //! The [`Projection`] trait: what a read model implements so that the runtime (and
 //! `replay rebuild`) can feed it the event log.
 
+use cqrs_es::Aggregate;
+use murmur_domain::{Follow, Handle, Post, User};
 use sqlx::PgConnection;
 
 use crate::StoredEvent;
@@ -26,6 +28,11 @@ pub trait Projection: Send + Sync {
     fn name(&self) -> &'static str;
     /// The tables this projection owns, unqualified.
     fn tables(&self) -> &'static [&'static str];
+    /// The aggregate types whose events `apply` needs (`Aggregate::TYPE`); the live runtime
+    /// does not even decode the others. Default: all of them.
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[Handle::TYPE, User::TYPE, Follow::TYPE, Post::TYPE]
+    }
     /// Applies a batch of events, in order. Must be idempotent only per checkpoint: the
     /// runtime never hands the same event twice to committed state.
     async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()>;

@@ -19,6 +19,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::event::read_batch_of;
 use crate::read_model::names;
 use crate::{
     FeedsProjection, Position, PostsProjection, ProfilesProjection, Projection, StoredEvent,
@@ -64,7 +65,8 @@ pub fn projections(config: &ProjectorConfig) -> Vec<Arc<dyn Projection>> {
 /// What one step of a projector did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchOutcome {
-    /// Applied this many events; the checkpoint is now `to`.
+    /// Went past this many events (applying those of the projection's aggregate types);
+    /// the checkpoint is now `to`.
     Applied { events: usize, to: Position },
     /// Nothing to apply yet.
     Idle,
@@ -102,11 +104,22 @@ pub async fn apply_batch(
     from: Position,
     events: &[StoredEvent],
 ) -> anyhow::Result<bool> {
+    match events.last() {
+        Some(last) => apply_batch_to(conn, projection, from, events, last.position).await,
+        None => Ok(true),
+    }
+}
+
+/// [`apply_batch`] for a stretch of the log that ends at `to` (its events of other
+/// aggregate types left out).
+pub async fn apply_batch_to(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    from: Position,
+    events: &[StoredEvent],
+    to: Position,
+) -> anyhow::Result<bool> {
     let name = projection.name();
-    let Some(last) = events.last() else {
-        return Ok(true);
-    };
-    let to = last.position;
     sqlx::query(
         "INSERT INTO projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
     )
@@ -126,10 +139,12 @@ pub async fn apply_batch(
     if position_of(&row)? != from {
         return Ok(false);
     }
-    projection
-        .apply(&mut tx, events)
-        .await
-        .with_context(|| format!("{name}: applying events up to {to}"))?;
+    if !events.is_empty() {
+        projection
+            .apply(&mut tx, events)
+            .await
+            .with_context(|| format!("{name}: applying events up to {to}"))?;
+    }
     let moved = sqlx::query(
         "UPDATE projection_checkpoints
          SET transaction_id = $2::text::xid8, position = $3, updated_at = now()
@@ -158,14 +173,13 @@ pub async fn run_once(
     batch_size: i64,
 ) -> anyhow::Result<BatchOutcome> {
     let from = checkpoint(conn, projection.name()).await?;
-    let events = crate::event::read_batch(conn, from, batch_size).await?;
-    let Some(last) = events.last() else {
+    let batch = read_batch_of(conn, from, batch_size, Some(projection.aggregate_types())).await?;
+    let Some(to) = batch.end else {
         return Ok(BatchOutcome::Idle);
     };
-    let to = last.position;
-    if apply_batch(conn, projection, from, &events).await? {
+    if apply_batch_to(conn, projection, from, &batch.events, to).await? {
         Ok(BatchOutcome::Applied {
-            events: events.len(),
+            events: batch.scanned,
             to,
         })
     } else {
