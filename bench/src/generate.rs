@@ -22,7 +22,7 @@ use murmur_domain::{
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use sqlx::{Executor, PgPool};
+use sqlx::PgPool;
 
 /// The seed's dataset at scale 1.
 pub const SEED_USERS: u64 = 1_091_000;
@@ -515,7 +515,8 @@ pub fn push_row(buf: &mut Vec<u8>, json: &mut Vec<u8>, event: &MurmurEvent, meta
 pub struct Options {
     pub scale: f64,
     pub seed: u64,
-    /// Rows per COPY (one transaction each).
+    /// Rows per COPY (one transaction each). Short transactions, because projectors in every
+    /// database of the cluster wait for the oldest open write transaction.
     pub chunk_rows: u64,
     /// Drop the events table's indexes during the load and rebuild them after.
     pub drop_indexes: bool,
@@ -528,7 +529,7 @@ impl Options {
         Self {
             scale,
             seed,
-            chunk_rows: 1_000_000,
+            chunk_rows: 50_000,
             drop_indexes: true,
             credentials: true,
         }
@@ -586,15 +587,81 @@ fn produce(plan: &Plan, chunk_rows: u64, tx: tokio::sync::mpsc::Sender<Block>) {
     }
 }
 
-/// The events table's secondary structures, as `migrations/0001_event_store.sql` creates them.
-const DROP_INDEXES: &str = "ALTER TABLE events DROP CONSTRAINT events_pkey; \
-     DROP INDEX events_position; DROP INDEX events_commit_order";
-const CREATE_INDEXES: [&str; 3] = [
-    "ALTER TABLE events ADD CONSTRAINT events_pkey \
-     PRIMARY KEY (aggregate_type, aggregate_id, sequence)",
-    "CREATE UNIQUE INDEX events_position ON events (position)",
-    "CREATE INDEX events_commit_order ON events (transaction_id, position)",
-];
+/// The events table's keys and indexes as the migrations left them, so they can be dropped
+/// for the load and recreated exactly (whatever later migrations add).
+struct EventIndexes {
+    /// (name, definition) of primary-key and unique constraints.
+    constraints: Vec<(String, String)>,
+    /// (name, `CREATE INDEX` statement) of the other indexes.
+    indexes: Vec<(String, String)>,
+}
+
+impl EventIndexes {
+    async fn read(conn: &mut sqlx::PgConnection) -> Result<Self> {
+        let constraints: Vec<(String, String)> = sqlx::query_as(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = 'events'::regclass AND contype IN ('p', 'u') ORDER BY conname",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .context("reading the events constraints")?;
+        let indexes = sqlx::query_as(
+            "SELECT indexname::text, indexdef FROM pg_indexes \
+             WHERE schemaname = current_schema() AND tablename = 'events' \
+               AND indexname <> ALL($1) ORDER BY indexname",
+        )
+        .bind(
+            constraints
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .context("reading the events indexes")?;
+        Ok(Self {
+            constraints,
+            indexes,
+        })
+    }
+
+    async fn drop(&self, conn: &mut sqlx::PgConnection) -> Result<()> {
+        for (name, _) in &self.constraints {
+            sqlx::query(&format!("ALTER TABLE events DROP CONSTRAINT \"{name}\""))
+                .execute(&mut *conn)
+                .await
+                .with_context(|| format!("dropping {name}"))?;
+        }
+        for (name, _) in &self.indexes {
+            sqlx::query(&format!("DROP INDEX \"{name}\""))
+                .execute(&mut *conn)
+                .await
+                .with_context(|| format!("dropping {name}"))?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, conn: &mut sqlx::PgConnection) -> Result<()> {
+        sqlx::query("SET maintenance_work_mem = '1GB'")
+            .execute(&mut *conn)
+            .await?;
+        for (name, definition) in &self.constraints {
+            sqlx::query(&format!(
+                "ALTER TABLE events ADD CONSTRAINT \"{name}\" {definition}"
+            ))
+            .execute(&mut *conn)
+            .await
+            .with_context(|| format!("recreating {name}"))?;
+        }
+        for (name, statement) in &self.indexes {
+            sqlx::query(statement)
+                .execute(&mut *conn)
+                .await
+                .with_context(|| format!("recreating {name}"))?;
+        }
+        Ok(())
+    }
+}
 
 /// Writes the dataset into an empty event store. `progress` is told after every commit.
 pub async fn generate(
@@ -613,10 +680,10 @@ pub async fn generate(
     }
     let plan = std::sync::Arc::new(Plan::new(counts, options.seed));
 
+    let mut conn = pool.acquire().await.context("connecting")?;
+    let indexes = EventIndexes::read(&mut conn).await?;
     if options.drop_indexes {
-        pool.execute(DROP_INDEXES)
-            .await
-            .context("dropping the events indexes")?;
+        indexes.drop(&mut conn).await?;
     }
 
     let copy_started = Instant::now();
@@ -626,7 +693,6 @@ pub async fn generate(
         let chunk_rows = options.chunk_rows.max(1);
         tokio::task::spawn_blocking(move || produce(&plan, chunk_rows, tx))
     };
-    let mut conn = pool.acquire().await.context("connecting")?;
     // Bulk load: losing the last commits on a crash is fine, a failed run starts over.
     sqlx::query("SET synchronous_commit = off")
         .execute(&mut *conn)
@@ -662,15 +728,7 @@ pub async fn generate(
 
     let index_started = Instant::now();
     if options.drop_indexes {
-        sqlx::query("SET maintenance_work_mem = '1GB'")
-            .execute(&mut *conn)
-            .await?;
-        for statement in CREATE_INDEXES {
-            sqlx::query(statement)
-                .execute(&mut *conn)
-                .await
-                .with_context(|| format!("rebuilding: {statement}"))?;
-        }
+        indexes.create(&mut conn).await?;
     }
     let index_seconds = if options.drop_indexes {
         index_started.elapsed().as_secs_f64()

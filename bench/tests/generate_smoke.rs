@@ -36,6 +36,16 @@ fn content(rows: &[Row]) -> Vec<String> {
         .collect()
 }
 
+async fn event_indexes(pool: &PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = 'events' \
+         ORDER BY indexname",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 async fn regenerate(pool: &PgPool, seed: u64) -> Vec<Row> {
     sqlx::query("TRUNCATE events, credentials")
         .execute(pool)
@@ -59,6 +69,7 @@ async fn tiny_scale_dataset(pool: PgPool) {
             user1_followers: 513
         }
     );
+    let indexes_before = event_indexes(&pool).await;
     let report = generate(&pool, &Options::new(SCALE, 7), |_, _| {})
         .await
         .unwrap();
@@ -115,17 +126,12 @@ async fn tiny_scale_dataset(pool: PgPool) {
     assert_eq!(by_type["PostCreated"], 37);
     assert_eq!(user1_followers, 513);
 
-    // Indexes are back, and the live API continues after the generated ids.
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY indexname",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        indexes,
-        ["events_commit_order", "events_pkey", "events_position"]
-    );
+    // The indexes dropped for the load are back, as the migrations defined them.
+    assert!(indexes_before
+        .iter()
+        .any(|(name, _)| name == "events_position"));
+    assert_eq!(event_indexes(&pool).await, indexes_before);
+    // The live API continues after the generated ids.
     let next: (i64, i64) = sqlx::query_as("SELECT nextval('user_ids'), nextval('post_ids')")
         .fetch_one(&pool)
         .await

@@ -18,8 +18,9 @@ struct Args {
     seed: u64,
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
-    /// Rows per COPY transaction.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Rows per COPY transaction. Kept short: projectors in every database of the cluster
+    /// wait for the oldest open write transaction (pg_snapshot_xmin is cluster-wide).
+    #[arg(long, default_value_t = 50_000)]
     chunk_rows: u64,
     /// Keep the events indexes during the load (slower; default drops and rebuilds them).
     #[arg(long)]
@@ -48,6 +49,11 @@ async fn main() -> Result<()> {
         .connect(&args.database_url)
         .await
         .context("connecting to the database")?;
+    // The same migrations murmur applies at start-up, so the server finds them done.
+    sqlx::migrate!("../migrations")
+        .run(&pool)
+        .await
+        .context("migrating the database")?;
     let options = Options {
         chunk_rows: args.chunk_rows,
         drop_indexes: !args.keep_indexes,
