@@ -125,6 +125,11 @@ impl Shadow {
             .await
             .with_context(|| format!("creating the shadow tables of {name}"))?;
         shadow::enter(&mut conn, name).await?;
+        // Losing the last shadow batches in a crash costs nothing: the shadow is dropped.
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut conn)
+            .await
+            .context("setting synchronous_commit")?;
         Ok(Self {
             projection,
             conn,
@@ -333,6 +338,13 @@ pub async fn rebuild(
     let started = Instant::now();
     let mut replay = Replay::open(pool, projections, "rebuilding", options).await?;
     let mut events = replay.build(options, true).await?;
+    futures::future::try_join_all(
+        replay
+            .shadows
+            .iter_mut()
+            .map(|s| shadow::set_logged(&mut s.conn, s.projection.as_ref())),
+    )
+    .await?;
 
     let mut handover = connect(pool).await?;
     let mut tx = sqlx::Connection::begin(&mut handover).await?;

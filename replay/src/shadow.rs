@@ -45,6 +45,8 @@ pub async fn drop_all(conn: &mut PgConnection, projection: &str) -> anyhow::Resu
 
 /// Creates the shadow schema of `projection` afresh: empty copies of its tables, with the
 /// same constraint and index names as the live ones (so they keep them after the swap).
+/// The copies are UNLOGGED (a bulk load then writes no WAL; a crash only loses a shadow,
+/// which a rerun rebuilds anyway): [`set_logged`] before swapping them in.
 pub async fn create(conn: &mut PgConnection, projection: &dyn Projection) -> anyhow::Result<()> {
     let name = identifier(projection.name())?;
     drop_all(conn, name).await?;
@@ -60,7 +62,8 @@ pub async fn create(conn: &mut PgConnection, projection: &dyn Projection) -> any
     for table in projection.tables() {
         let table = identifier(table)?;
         ddl.push(format!(
-            "CREATE TABLE {shadow}.{table} (LIKE public.{table} INCLUDING ALL EXCLUDING INDEXES)"
+            "CREATE UNLOGGED TABLE {shadow}.{table} \
+             (LIKE public.{table} INCLUDING ALL EXCLUDING INDEXES)"
         ));
         // Index-backed constraints first (ON CONFLICT needs them), then plain indexes.
         let constraints = sqlx::query(
@@ -115,6 +118,23 @@ pub async fn enter(conn: &mut PgConnection, projection: &str) -> anyhow::Result<
         .execute(conn)
         .await
         .context("setting the search path to the shadow schema")?;
+    Ok(())
+}
+
+/// Makes the shadow tables of `projection` crash-safe like the live ones (one sequential
+/// rewrite each, logged in bulk).
+pub async fn set_logged(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+) -> anyhow::Result<()> {
+    let shadow = schema(identifier(projection.name())?);
+    for table in projection.tables() {
+        let table = identifier(table)?;
+        sqlx::query(&format!("ALTER TABLE {shadow}.{table} SET LOGGED"))
+            .execute(&mut *conn)
+            .await
+            .with_context(|| format!("making {shadow}.{table} logged"))?;
+    }
     Ok(())
 }
 

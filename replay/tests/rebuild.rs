@@ -70,6 +70,22 @@ async fn shadow_schemas(pool: &PgPool) -> Vec<String> {
     .unwrap()
 }
 
+/// The public schema's relations and constraints with their kind and persistence: a swap
+/// must leave the same names, all crash-safe (logged).
+async fn relations(pool: &PgPool) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "SELECT relname::text, relkind::text, relpersistence::text FROM pg_class
+         WHERE relnamespace = 'public'::regnamespace
+         UNION ALL
+         SELECT conname::text, 'constraint ' || contype::text, '' FROM pg_constraint
+         WHERE connamespace = 'public'::regnamespace
+         ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 /// One step of a random history, interpreted against the state so far (see [`events_of`]).
 #[derive(Debug, Clone)]
 enum Op {
@@ -149,6 +165,7 @@ async fn clear(pool: &PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn rebuilt_read_models_equal_the_live_ones_after_random_histories(pool: PgPool) {
+    let before = relations(&pool).await;
     let mut runner = TestRunner::new(ProptestConfig::with_cases(5));
     for case in 0..5 {
         let (users, ops, sizes) = history().new_tree(&mut runner).unwrap().current();
@@ -175,6 +192,11 @@ async fn rebuilt_read_models_equal_the_live_ones_after_random_histories(pool: Pg
             assert_eq!(at, end, "{projection} continues from the log's end");
         }
         assert!(shadow_schemas(&pool).await.is_empty());
+        assert_eq!(
+            relations(&pool).await,
+            before,
+            "same tables, indexes and constraints"
+        );
         let verified = verify(&pool, all(&options.projector), &options)
             .await
             .unwrap();
