@@ -135,15 +135,14 @@ const UNCELEBRITY_ROWS: &str = "SELECT f.follower_id, p.post_id, f.followee_id
                          ORDER BY post_id DESC LIMIT $2) p
      WHERE f.followee_id = ANY($1)";
 
-/// Inbox rows for new posts ($1 ids, $2 authors): the author's own inbox, and every
-/// follower's unless the author is a celebrity.
+/// Inbox rows for new posts ($1 ids, $2 authors) in their authors' own inboxes, and for
+/// those by authors who are no celebrity ($3 ids, $4 authors) in every follower's.
 const FAN_OUT_ROWS: &str = "SELECT p.author_id, p.post_id, p.author_id
      FROM UNNEST($1::bigint[], $2::bigint[]) AS p(post_id, author_id)
      UNION ALL
      SELECT f.follower_id, p.post_id, p.author_id
-     FROM UNNEST($1::bigint[], $2::bigint[]) AS p(post_id, author_id)
-     JOIN follows f ON f.followee_id = p.author_id
-     WHERE NOT EXISTS (SELECT 1 FROM feed_authors a WHERE a.author_id = p.author_id AND a.celebrity)";
+     FROM UNNEST($3::bigint[], $4::bigint[]) AS p(post_id, author_id)
+     JOIN follows f ON f.followee_id = p.author_id";
 
 struct NetEdge {
     followed: bool,
@@ -240,15 +239,7 @@ impl FeedsProjection {
 
         // Follower counts, and who crossed the celebrity threshold.
         let (authors, deltas): (Vec<UserId>, Vec<i64>) = follower_deltas.into_iter().unzip();
-        let was_celebrity: HashSet<UserId> = sqlx::query_scalar(
-            "SELECT author_id FROM feed_authors WHERE author_id = ANY($1) AND celebrity",
-        )
-        .bind(&authors)
-        .fetch_all(&mut *conn)
-        .await
-        .context("reading celebrity status")?
-        .into_iter()
-        .collect();
+        let was_celebrity = celebrities(conn, &authors).await?;
         let is_celebrity: HashSet<UserId> = sqlx::query(
             "INSERT INTO feed_authors (author_id, followers, celebrity)
              SELECT d.author_id, d.delta, d.delta > $3
@@ -371,9 +362,18 @@ impl FeedsProjection {
             .execute(&mut *conn)
             .await
             .context("indexing posts")?;
+            // Celebrities are picked out first, so their followers are never even joined.
+            let celebrities = celebrities(conn, &authors).await?;
+            let (fanned_ids, fanned_authors): (Vec<PostId>, Vec<UserId>) = ids
+                .iter()
+                .zip(&authors)
+                .filter(|(_, author)| !celebrities.contains(author))
+                .unzip();
             let over: Vec<UserId> = sqlx::query_scalar(&inbox_insert_sql(FAN_OUT_ROWS))
                 .bind(&ids)
                 .bind(&authors)
+                .bind(&fanned_ids)
+                .bind(&fanned_authors)
                 .fetch_all(&mut *conn)
                 .await
                 .context("fanning out posts")?;
@@ -396,6 +396,21 @@ impl FeedsProjection {
         }
         Ok(())
     }
+}
+
+/// Which of `authors` are celebrities now.
+async fn celebrities(
+    conn: &mut PgConnection,
+    authors: &[UserId],
+) -> anyhow::Result<HashSet<UserId>> {
+    let found: Vec<UserId> = sqlx::query_scalar(
+        "SELECT author_id FROM feed_authors WHERE author_id = ANY($1) AND celebrity",
+    )
+    .bind(authors)
+    .fetch_all(conn)
+    .await
+    .context("reading celebrity status")?;
+    Ok(found.into_iter().collect())
 }
 
 /// Drops the oldest entries of the given inboxes beyond [`INBOX_CAP`].
