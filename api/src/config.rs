@@ -6,11 +6,12 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
-    /// PostgreSQL connection string.
+    /// PostgreSQL connection string (its value is not shown in --help: it may hold a password).
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/murmur"
+        default_value = "postgres://postgres@127.0.0.1:5432/murmur",
+        hide_env_values = true
     )]
     pub database_url: String,
 
