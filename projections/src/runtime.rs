@@ -128,6 +128,12 @@ pub async fn apply_batch_to(
     .await
     .context("creating a checkpoint")?;
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // Batches are many short statements whose row estimates the skew of the follow graph
+    // inflates; compiling them with JIT costs more than running them.
+    sqlx::query("SET LOCAL jit = off")
+        .execute(&mut *tx)
+        .await
+        .context("configuring the batch")?;
     let row = sqlx::query(
         "SELECT transaction_id::text AS xid, position FROM projection_checkpoints
          WHERE projection = $1 FOR UPDATE",
