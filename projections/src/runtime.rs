@@ -255,7 +255,10 @@ const HELD_BACK_RETRY: Duration = Duration::from_millis(20);
 /// Whether any event was committed after `at` (applicable or still held back).
 async fn committed_after(conn: &mut PgConnection, at: Position) -> anyhow::Result<bool> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2))",
+        // The ORDER BY/LIMIT makes the planner walk the commit-order index from `at`
+        // instead of scanning the whole log (4.7 s at scale 0.1 without it).
+        "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)
+                        ORDER BY transaction_id, position LIMIT 1)",
     )
     .bind(at.transaction_id.to_string())
     .bind(at.position)
