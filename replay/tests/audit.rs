@@ -23,29 +23,16 @@ fn t0() -> DateTime<Utc> {
 
 /// Appends each event in its own transaction, with `actor` as its actor, a minute apart.
 async fn append(pool: &PgPool, events: &[(MurmurEvent, Option<UserId>)]) {
+    let mut conn = pool.acquire().await.unwrap();
     for (i, (event, actor)) in events.iter().enumerate() {
-        let (aggregate_type, aggregate_id, event_type, version, payload) = event.encode();
         let metadata = EventMetadata {
             actor_id: *actor,
             request_id: format!("req-{i}"),
             time: t0() + Duration::minutes(i as i64),
         };
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                 event_version, payload, metadata)
-             SELECT $1, $2, coalesce(max(sequence), 0) + 1, $3, $4, $5, $6
-             FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
-        )
-        .bind(aggregate_type)
-        .bind(&aggregate_id)
-        .bind(&event_type)
-        .bind(&version)
-        .bind(&payload)
-        .bind(metadata.to_json())
-        .execute(pool)
-        .await
-        .unwrap();
+        insert_with(&mut conn, event, &metadata).await;
     }
+    drop(conn);
     settle(pool).await;
 }
 

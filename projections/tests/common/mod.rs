@@ -93,12 +93,17 @@ impl Clock {
 
 /// One event row, as cqrs-es would write it (next sequence of its stream).
 pub async fn insert(conn: &mut PgConnection, event: &MurmurEvent, time: DateTime<Utc>) {
-    let (aggregate_type, aggregate_id, event_type, version, payload) = event.encode();
     let metadata = EventMetadata {
         actor_id: None,
         request_id: "test".into(),
         time,
     };
+    insert_with(conn, event, &metadata).await;
+}
+
+/// [`insert`] with the given metadata.
+pub async fn insert_with(conn: &mut PgConnection, event: &MurmurEvent, metadata: &EventMetadata) {
+    let (aggregate_type, aggregate_id, event_type, version, payload) = event.encode();
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
                              payload, metadata)
