@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use murmur_projections::runtime::{self as projectors, ProjectorConfig};
-use murmur_projections::{PgReadModel, ReadModel};
+use murmur_projections::{CheckpointView, PgReadModel, ReadModel};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::{load_or_create_secret, TokenKeys};
@@ -54,6 +54,9 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http: JoinHandle<anyhow::Result<()>>,
     projectors: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Keeps the read model's in-memory checkpoints current; stopped after HTTP, so that
+    /// requests still waiting for a position keep being woken.
+    checkpoints: (oneshot::Sender<()>, JoinHandle<()>),
 }
 
 /// The projectors' settings from the server's configuration.
@@ -64,10 +67,13 @@ pub fn projector_config(config: &Config) -> ProjectorConfig {
     }
 }
 
-/// Builds the application state over `pool`.
-pub fn state(config: Config, pool: PgPool) -> anyhow::Result<AppState> {
+/// Builds the application state over `pool`, queries answered by `read_model`.
+pub fn state(
+    config: Config,
+    pool: PgPool,
+    read_model: Arc<dyn ReadModel>,
+) -> anyhow::Result<AppState> {
     let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
-    let read_model: Arc<dyn ReadModel> = Arc::new(PgReadModel::new(pool.clone()));
     Ok(AppState {
         commands: Arc::new(Commands::new(pool.clone())),
         read_model,
@@ -87,7 +93,15 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     let no_projectors = config.no_projectors;
     let projector_config = projector_config(&config);
     let pool_for_projectors = pool.clone();
-    let state = state(config, pool)?;
+    let checkpoints = CheckpointView::load(pool.clone())
+        .await
+        .context("reading the projection checkpoints")?;
+    let (stop_checkpoints, checkpoints_stopped) = oneshot::channel::<()>();
+    let checkpoint_listener = checkpoints.spawn_listener(async move {
+        let _ = checkpoints_stopped.await;
+    });
+    let read_model = Arc::new(PgReadModel::with_checkpoints(pool.clone(), checkpoints));
+    let state = state(config, pool, read_model)?;
     // Registrations a crash cut between the handle claim and UserRegistered; in the
     // background, since login and registering the handle again complete them on demand.
     let commands = state.commands.clone();
@@ -124,14 +138,22 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
         stop,
         http,
         projectors,
+        checkpoints: (stop_checkpoints, checkpoint_listener),
     })
 }
 
 impl Server {
-    /// Stops accepting connections, lets in-flight requests finish, stops the projectors.
+    /// Stops accepting connections, lets in-flight requests finish, stops the projectors
+    /// and the checkpoint listener.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        let served = self.http.await.context("HTTP task panicked")?;
+        let served = self.http.await.context("HTTP task panicked");
+        let (stop_checkpoints, checkpoint_listener) = self.checkpoints;
+        let _ = stop_checkpoints.send(());
+        checkpoint_listener
+            .await
+            .context("checkpoint listener panicked")?;
+        let served = served?;
         if let Some(projectors) = self.projectors {
             projectors.await.context("projector task panicked")??;
         }

@@ -2,6 +2,7 @@
 //! the read models it maintains, and the [`ReadModel`] interface the query API reads through.
 
 pub mod audit;
+pub mod checkpoints;
 pub mod event;
 pub mod feeds;
 pub mod pg_read_model;
@@ -12,6 +13,7 @@ pub mod projection;
 pub mod read_model;
 pub mod runtime;
 
+pub use checkpoints::CheckpointView;
 pub use event::StoredEvent;
 pub use feeds::FeedsProjection;
 pub use pg_read_model::PgReadModel;

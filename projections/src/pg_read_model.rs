@@ -7,23 +7,41 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use murmur_domain::{PostId, UserId};
+use std::time::Duration;
+
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
+use crate::checkpoints::{self, CheckpointView};
 use crate::feeds::INBOX_CAP;
 use crate::read_model::{
-    Author, Page, PageRequest, PostItem, Profile, ReadError, ReadModel, UserListItem,
+    self, Author, Page, PageRequest, PostItem, Profile, ReadError, ReadModel, UserListItem,
 };
 use crate::Position;
 
 #[derive(Debug, Clone)]
 pub struct PgReadModel {
     pool: PgPool,
+    /// Where progress comes from when set; otherwise from the database, per call.
+    checkpoints: Option<CheckpointView>,
 }
 
 impl PgReadModel {
+    /// Reads progress from `projection_checkpoints` on every call.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            checkpoints: None,
+        }
+    }
+
+    /// Answers progress from `checkpoints` (no database round trip); keep it current with
+    /// [`CheckpointView::spawn_listener`].
+    pub fn with_checkpoints(pool: PgPool, checkpoints: CheckpointView) -> Self {
+        Self {
+            pool,
+            checkpoints: Some(checkpoints),
+        }
     }
 }
 
@@ -45,8 +63,18 @@ fn decode_cursor<const N: usize>(cursor: &str) -> Result<[i64; N], ReadError> {
     numbers.try_into().map_err(|_| ReadError::BadCursor)
 }
 
-const PROFILE_COLUMNS: &str =
-    "user_id, handle, display_name, created_at, followers_count, following_count, posts_count";
+// Statements are `&'static str` (no per-request formatting): sqlx prepares each once per
+// connection and reuses it.
+macro_rules! profile_select {
+    ($where:literal) => {
+        concat!(
+            "SELECT user_id, handle, display_name, created_at, followers_count, following_count,
+                    posts_count
+             FROM profiles WHERE ",
+            $where
+        )
+    };
+}
 
 fn profile(row: &PgRow) -> Result<Profile, sqlx::Error> {
     Ok(Profile {
@@ -60,32 +88,50 @@ fn profile(row: &PgRow) -> Result<Profile, sqlx::Error> {
     })
 }
 
-/// Loads posts with their authors by primary key, in the order of `ids`. A post whose row
-/// or author is not there (yet) is left out.
-async fn hydrate(pool: &PgPool, ids: &[PostId]) -> Result<Vec<PostItem>, ReadError> {
-    let rows = sqlx::query(
-        "SELECT p.post_id, p.body, p.created_at, p.author_id, u.handle, u.display_name
-         FROM posts p JOIN profiles u ON u.user_id = p.author_id
-         WHERE p.post_id = ANY($1)",
-    )
-    .bind(ids)
-    .fetch_all(pool)
-    .await?;
-    let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+/// A page of post keys (CTE `page(post_id)`, at most `limit + 1` newest first) and, in the
+/// same statement, the posts with their authors. A key whose post row or author is not
+/// there (yet) still counts for paging but shows no item.
+macro_rules! post_page {
+    ($page:literal) => {
+        concat!(
+            "WITH page AS (",
+            $page,
+            ")
+             SELECT page.post_id, p.body, p.created_at, p.author_id, u.handle, u.display_name
+             FROM page
+             LEFT JOIN posts p ON p.post_id = page.post_id
+             LEFT JOIN profiles u ON u.user_id = p.author_id
+             ORDER BY page.post_id DESC"
+        )
+    };
+}
+
+/// The rows of a [`post_page!`] statement: every key, and the items that could be shown.
+fn post_page_rows(rows: &[PgRow]) -> Result<(Vec<PostId>, Vec<Option<PostItem>>), sqlx::Error> {
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        let item = PostItem {
-            id: row.try_get("post_id")?,
-            body: row.try_get("body")?,
-            created_at: row.try_get("created_at")?,
-            author: Author {
-                id: row.try_get("author_id")?,
-                handle: row.try_get("handle")?,
-                display_name: row.try_get("display_name")?,
-            },
+        let id: PostId = row.try_get("post_id")?;
+        keys.push(id);
+        let item = match (
+            row.try_get::<Option<String>, _>("body")?,
+            row.try_get::<Option<String>, _>("handle")?,
+        ) {
+            (Some(body), Some(handle)) => Some(PostItem {
+                id,
+                body,
+                created_at: row.try_get("created_at")?,
+                author: Author {
+                    id: row.try_get("author_id")?,
+                    handle,
+                    display_name: row.try_get("display_name")?,
+                },
+            }),
+            _ => None,
         };
-        by_id.insert(item.id, item);
+        items.push(item);
     }
-    Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    Ok((keys, items))
 }
 
 /// Splits `limit + 1` fetched keys into the page's keys and whether more follow.
@@ -95,12 +141,33 @@ fn split_page<T>(mut keys: Vec<T>, limit: usize) -> (Vec<T>, bool) {
     (keys, more)
 }
 
+/// The `listed` side of a user's edges (the user being the `of` side), newest first.
+macro_rules! user_list {
+    ($listed:literal, $of:literal) => {
+        concat!(
+            "SELECT f.",
+            $listed,
+            " AS user_id, u.handle, u.display_name, f.since
+             FROM follows f JOIN profiles u ON u.user_id = f.",
+            $listed,
+            "
+             WHERE f.",
+            $of,
+            " = $1 AND (f.since, f.",
+            $listed,
+            ") < ($2, $3)
+             ORDER BY f.since DESC, f.",
+            $listed,
+            " DESC LIMIT $4"
+        )
+    };
+}
+
 impl PgReadModel {
-    /// The `listed` side of `user`'s edges (`user` being the `of` side), newest first.
+    /// A page of `user`'s edges, by `sql` (a [`user_list!`] statement), newest first.
     async fn user_list(
         &self,
-        listed: &str,
-        of: &str,
+        sql: &'static str,
         user: UserId,
         page: &PageRequest,
     ) -> Result<Page<UserListItem>, ReadError> {
@@ -114,13 +181,7 @@ impl PgReadModel {
             None => (DateTime::<Utc>::MAX_UTC, i64::MAX),
         };
         let limit = page.limit as usize;
-        let sql = format!(
-            "SELECT f.{listed} AS user_id, u.handle, u.display_name, f.since
-             FROM follows f JOIN profiles u ON u.user_id = f.{listed}
-             WHERE f.{of} = $1 AND (f.since, f.{listed}) < ($2, $3)
-             ORDER BY f.since DESC, f.{listed} DESC LIMIT $4"
-        );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(sql)
             .bind(user)
             .bind(since)
             .bind(id)
@@ -150,22 +211,18 @@ impl PgReadModel {
 #[async_trait::async_trait]
 impl ReadModel for PgReadModel {
     async fn profile(&self, id: UserId) -> Result<Option<Profile>, ReadError> {
-        let row = sqlx::query(&format!(
-            "SELECT {PROFILE_COLUMNS} FROM profiles WHERE user_id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(profile_select!("user_id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(profile).transpose()?)
     }
 
     async fn profile_by_handle(&self, handle: &str) -> Result<Option<Profile>, ReadError> {
-        let row = sqlx::query(&format!(
-            "SELECT {PROFILE_COLUMNS} FROM profiles WHERE lower(handle) = lower($1)"
-        ))
-        .bind(handle)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(profile_select!("lower(handle) = lower($1)"))
+            .bind(handle)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(profile).transpose()?)
     }
 
@@ -189,8 +246,8 @@ impl ReadModel for PgReadModel {
             });
         }
         // The inbox page, merged with the newest posts of the celebrities the reader follows
-        // (UNION drops a post found both ways).
-        let ids: Vec<PostId> = sqlx::query_scalar(
+        // (UNION drops a post found both ways), hydrated: one statement.
+        let rows = sqlx::query(post_page!(
             "SELECT post_id FROM (
                  (SELECT post_id FROM feed_inbox
                   WHERE owner_id = $1 AND post_id < $2 ORDER BY post_id DESC LIMIT $3)
@@ -202,13 +259,14 @@ impl ReadModel for PgReadModel {
                       ORDER BY post_id DESC LIMIT $3) p
                   WHERE c.reader_id = $1)
              ) merged
-             ORDER BY post_id DESC LIMIT $3",
-        )
+             ORDER BY post_id DESC LIMIT $3"
+        ))
         .bind(user)
         .bind(before)
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
+        let (ids, items) = post_page_rows(&rows)?;
         let (ids, more) = split_page(ids, limit as usize);
         let shown = shown + ids.len() as i64;
         let next_cursor = match ids.last() {
@@ -216,7 +274,7 @@ impl ReadModel for PgReadModel {
             _ => None,
         };
         Ok(Page {
-            items: hydrate(&self.pool, &ids).await?,
+            items: items.into_iter().take(ids.len()).flatten().collect(),
             next_cursor,
         })
     }
@@ -231,22 +289,23 @@ impl ReadModel for PgReadModel {
             None => i64::MAX,
         };
         let limit = page.limit as usize;
-        let ids: Vec<PostId> = sqlx::query_scalar(
+        let rows = sqlx::query(post_page!(
             "SELECT post_id FROM posts WHERE author_id = $1 AND post_id < $2
-             ORDER BY post_id DESC LIMIT $3",
-        )
+             ORDER BY post_id DESC LIMIT $3"
+        ))
         .bind(user)
         .bind(before)
         .bind(limit as i64 + 1)
         .fetch_all(&self.pool)
         .await?;
+        let (ids, items) = post_page_rows(&rows)?;
         let (ids, more) = split_page(ids, limit);
         let next_cursor = match ids.last() {
             Some(last) if more => Some(encode_cursor(&[*last])),
             _ => None,
         };
         Ok(Page {
-            items: hydrate(&self.pool, &ids).await?,
+            items: items.into_iter().take(ids.len()).flatten().collect(),
             next_cursor,
         })
     }
@@ -256,7 +315,7 @@ impl ReadModel for PgReadModel {
         user: UserId,
         page: &PageRequest,
     ) -> Result<Page<UserListItem>, ReadError> {
-        self.user_list("follower_id", "followee_id", user, page)
+        self.user_list(user_list!("follower_id", "followee_id"), user, page)
             .await
     }
 
@@ -265,35 +324,29 @@ impl ReadModel for PgReadModel {
         user: UserId,
         page: &PageRequest,
     ) -> Result<Page<UserListItem>, ReadError> {
-        self.user_list("followee_id", "follower_id", user, page)
+        self.user_list(user_list!("followee_id", "follower_id"), user, page)
             .await
     }
 
     async fn progress(&self, projections: &[&str]) -> Result<Position, ReadError> {
-        let rows = sqlx::query(
-            "SELECT projection, transaction_id::text AS xid, position FROM projection_checkpoints
-             WHERE projection = ANY($1)",
-        )
-        .bind(projections)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut least: Option<Position> = None;
-        for name in projections {
-            let at = match rows
-                .iter()
-                .find(|row| row.try_get::<&str, _>("projection").ok() == Some(*name))
-            {
-                Some(row) => {
-                    let xid: String = row.try_get("xid")?;
-                    Position::new(
-                        xid.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                        row.try_get("position")?,
-                    )
-                }
-                None => Position::START,
-            };
-            least = Some(least.map_or(at, |l| l.min(at)));
+        match &self.checkpoints {
+            Some(view) => Ok(view.progress(projections)),
+            None => Ok(checkpoints::least(
+                &checkpoints::read_all(&self.pool).await?,
+                projections,
+            )),
         }
-        Ok(least.unwrap_or(Position::START))
+    }
+
+    async fn progress_reaching(
+        &self,
+        projections: &[&str],
+        min: Position,
+        timeout: Duration,
+    ) -> Result<Position, ReadError> {
+        match &self.checkpoints {
+            Some(view) => view.wait_for(projections, min, timeout).await,
+            None => read_model::poll_progress(self, projections, min, timeout).await,
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! Every method is a keyed lookup or a keyset page: its cost does not grow with follower
 //! or following counts.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use murmur_domain::{PostId, UserId};
 use serde::Serialize;
@@ -107,5 +109,40 @@ pub trait ReadModel: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<UserListItem>, ReadError>;
     /// How far the named projections have applied the log: the least of their checkpoints.
+    /// May lag the database by a moment, never lead it.
     async fn progress(&self, projections: &[&str]) -> Result<Position, ReadError>;
+    /// Waits (at most `timeout`) until [`ReadModel::progress`] reaches `min`, and answers the
+    /// progress then: below `min` only if it was not reached in time.
+    async fn progress_reaching(
+        &self,
+        projections: &[&str],
+        min: Position,
+        timeout: Duration,
+    ) -> Result<Position, ReadError> {
+        poll_progress(self, projections, min, timeout).await
+    }
+}
+
+/// [`ReadModel::progress_reaching`] by asking [`ReadModel::progress`] again and again (no
+/// connection is held in between): for read models that cannot be notified of progress.
+pub async fn poll_progress<R: ReadModel + ?Sized>(
+    read_model: &R,
+    projections: &[&str],
+    min: Position,
+    timeout: Duration,
+) -> Result<Position, ReadError> {
+    // Short at first, since projectors usually follow within milliseconds, then longer, so
+    // many waiting requests do not flood the database.
+    const FIRST_POLL: Duration = Duration::from_millis(5);
+    const MAX_POLL: Duration = Duration::from_millis(25);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut interval = FIRST_POLL;
+    loop {
+        let at = read_model.progress(projections).await?;
+        if at >= min || tokio::time::Instant::now() + interval > deadline {
+            return Ok(at);
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(MAX_POLL);
+    }
 }

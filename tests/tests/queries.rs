@@ -564,3 +564,43 @@ async fn etags_answer_304_until_the_representation_changes(_: PgPoolOptions, db:
     }
     s.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn read_your_writes_when_another_process_runs_the_projectors(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // As with `murmur serve --no-projectors` beside `murmur project`: the server learns of
+    // checkpoints only from the database's notifications.
+    let s = TestServer::start_with(db, |config| config.no_projectors = true).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let projectors = murmur_projections::runtime::spawn(
+        s.pool.clone(),
+        murmur_projections::ProjectorConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    );
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    s.follow(&bob, alice.id).await;
+    for n in 0..3 {
+        let (post, position) = s.post(&alice, &format!("post {n}")).await;
+        let feed = ok_json(
+            s.read(&feed_path(&bob), Some(&bob.token), &position).await,
+            &position,
+        )
+        .await;
+        assert_eq!(ids(&feed).first(), Some(&post));
+        let profile = ok_json(
+            s.read(&format!("/v1/users/{}", alice.id), None, &position)
+                .await,
+            &position,
+        )
+        .await;
+        assert_eq!(profile["posts_count"], n + 1);
+    }
+    stop.send(()).unwrap();
+    projectors.await.unwrap().unwrap();
+    s.stop().await;
+}

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use murmur_projections::Position;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
 use crate::http::{ApiError, AppState};
 
@@ -23,11 +22,6 @@ pub const MIN_POSITION_HEADER: HeaderName = HeaderName::from_static("x-murmur-mi
 
 /// How long a request waits for `X-Murmur-Min-Position` before answering 503.
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
-/// Between two looks at the checkpoints (no connection is held meanwhile): short at first,
-/// since projectors usually follow within milliseconds, then longer, so many waiting
-/// requests do not flood the database.
-const FIRST_POLL: Duration = Duration::from_millis(5);
-const MAX_POLL: Duration = Duration::from_millis(25);
 /// What a 503 asks the client to wait before retrying, in seconds.
 const RETRY_AFTER_SECS: u64 = 1;
 
@@ -102,25 +96,22 @@ impl ReadRequest {
     /// The projections' progress, once it has reached `min_position` (if any); 503 after
     /// [`MAX_WAIT`].
     async fn wait_for(&self, state: &AppState, projections: &[&str]) -> Result<Position, ApiError> {
-        let deadline = Instant::now() + MAX_WAIT;
-        let mut interval = FIRST_POLL;
-        loop {
-            let at = state.read_model.progress(projections).await?;
-            let min = match self.min_position {
-                Some(min) if at < min => min,
-                _ => return Ok(at),
-            };
-            if Instant::now() + interval > deadline {
-                return Err(ApiError::Unavailable {
-                    detail: format!(
-                        "the read model has applied the log up to {at}, not yet {min}; retry later"
-                    ),
-                    retry_after_secs: RETRY_AFTER_SECS,
-                });
-            }
-            tokio::time::sleep(interval).await;
-            interval = (interval * 2).min(MAX_POLL);
+        let Some(min) = self.min_position else {
+            return Ok(state.read_model.progress(projections).await?);
+        };
+        let at = state
+            .read_model
+            .progress_reaching(projections, min, MAX_WAIT)
+            .await?;
+        if at < min {
+            return Err(ApiError::Unavailable {
+                detail: format!(
+                    "the read model has applied the log up to {at}, not yet {min}; retry later"
+                ),
+                retry_after_secs: RETRY_AFTER_SECS,
+            });
         }
+        Ok(at)
     }
 
     /// 200 with the JSON body and its ETag, or 304 when the client holds that ETag.
