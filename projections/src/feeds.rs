@@ -55,43 +55,90 @@ enum PostChange {
     Deleted(PostId),
 }
 
-/// Splits a batch into runs of graph events and runs of post events, keeping their order.
+/// Splits a batch into runs of graph events and runs of post events that, applied one
+/// after the other, give what applying the events one by one gives.
+///
+/// Within a run, `apply_graph` removes inbox entries (unfollows) before it adds and trims,
+/// and `apply_posts` adds and trims before it removes (deletions): a removal and a trim do
+/// not commute once an inbox is full, so a graph run is unfollows then follows, and a posts
+/// run is creations then deletions.
+///
+/// Posts are moved after later follows when they commute, so that a batch is a few long runs
+/// rather than one short run per interleaved post (each run costs a handful of statements
+/// whatever its length). `PostCreated` by A commutes with `Followed(a, b)` for b != A: the
+/// follow reads and writes only b's posts, counters and edges, and both only add to inboxes,
+/// whose trim to the newest [`INBOX_CAP`] keeps the same set in either order.
 fn runs(events: &[StoredEvent]) -> Vec<Run> {
-    let mut runs: Vec<Run> = Vec::new();
+    #[derive(Default)]
+    struct Pending {
+        runs: Vec<Run>,
+        graph: Vec<(UserId, UserId, bool, DateTime<Utc>)>,
+        graph_follows: bool,
+        /// Scheduled after `graph`, though some came before parts of it.
+        posts: Vec<PostChange>,
+        authors: HashSet<UserId>,
+        posts_deletions: bool,
+    }
+    impl Pending {
+        fn end_graph(&mut self) {
+            if !self.graph.is_empty() {
+                self.runs.push(Run::Graph(std::mem::take(&mut self.graph)));
+            }
+            self.graph_follows = false;
+        }
+        fn end_both(&mut self) {
+            self.end_graph();
+            if !self.posts.is_empty() {
+                self.runs.push(Run::Posts(std::mem::take(&mut self.posts)));
+            }
+            self.authors.clear();
+            self.posts_deletions = false;
+        }
+    }
+    let mut p = Pending::default();
     for stored in events {
         match &stored.event {
-            MurmurEvent::Follow(event) => {
-                let edge = match *event {
-                    FollowEvent::Followed {
-                        follower_id,
-                        followee_id,
-                    } => (follower_id, followee_id, true, stored.metadata.time),
-                    FollowEvent::Unfollowed {
-                        follower_id,
-                        followee_id,
-                    } => (follower_id, followee_id, false, stored.metadata.time),
-                };
-                match runs.last_mut() {
-                    Some(Run::Graph(edges)) => edges.push(edge),
-                    _ => runs.push(Run::Graph(vec![edge])),
+            MurmurEvent::Follow(FollowEvent::Followed {
+                follower_id,
+                followee_id,
+            }) => {
+                if p.posts_deletions || p.authors.contains(followee_id) {
+                    p.end_both();
                 }
+                p.graph
+                    .push((*follower_id, *followee_id, true, stored.metadata.time));
+                p.graph_follows = true;
             }
-            MurmurEvent::Post(event) => {
-                let change = match *event {
-                    PostEvent::PostCreated {
-                        post_id, author_id, ..
-                    } => PostChange::Created(post_id, author_id),
-                    PostEvent::PostDeleted { post_id, .. } => PostChange::Deleted(post_id),
-                };
-                match runs.last_mut() {
-                    Some(Run::Posts(changes)) => changes.push(change),
-                    _ => runs.push(Run::Posts(vec![change])),
+            MurmurEvent::Follow(FollowEvent::Unfollowed {
+                follower_id,
+                followee_id,
+            }) => {
+                if !p.posts.is_empty() {
+                    p.end_both();
+                } else if p.graph_follows {
+                    p.end_graph();
                 }
+                p.graph
+                    .push((*follower_id, *followee_id, false, stored.metadata.time));
+            }
+            MurmurEvent::Post(PostEvent::PostCreated {
+                post_id, author_id, ..
+            }) => {
+                if p.posts_deletions {
+                    p.end_both();
+                }
+                p.posts.push(PostChange::Created(*post_id, *author_id));
+                p.authors.insert(*author_id);
+            }
+            MurmurEvent::Post(PostEvent::PostDeleted { post_id, .. }) => {
+                p.posts.push(PostChange::Deleted(*post_id));
+                p.posts_deletions = true;
             }
             MurmurEvent::Handle(_) | MurmurEvent::User(_) => {}
         }
     }
-    runs
+    p.end_both();
+    p.runs
 }
 
 /// `rows` selects (owner_id, post_id, author_id) to add to inboxes. The statement keeps
@@ -354,7 +401,7 @@ impl FeedsProjection {
                 PostChange::Deleted(id) => deleted.push(id),
             }
         }
-        // Creations before deletions: a post is never created after it is deleted.
+        // Creations before deletions, as `runs` ordered them.
         if !ids.is_empty() {
             sqlx::query(
                 "INSERT INTO feed_posts (post_id, author_id)
@@ -380,7 +427,6 @@ impl FeedsProjection {
                 .fetch_all(&mut *conn)
                 .await
                 .context("fanning out posts")?;
-            // Trim before deleting, as applying the events one by one would.
             trim(conn, &over).await?;
         }
         if !deleted.is_empty() {
@@ -458,6 +504,12 @@ impl Projection for FeedsProjection {
         ]
     }
 
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        // Fan-out reads follows by followee (follows_followers); only the following list
+        // reads this one.
+        &["follows_following"]
+    }
+
     async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         for run in runs(events) {
             match run {
@@ -466,5 +518,110 @@ impl Projection for FeedsProjection {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Position;
+    use murmur_domain::EventMetadata;
+
+    fn at(i: usize, event: MurmurEvent) -> StoredEvent {
+        StoredEvent {
+            position: Position::new(1, i as i64 + 1),
+            aggregate_type: String::new(),
+            aggregate_id: String::new(),
+            sequence: 1,
+            event,
+            metadata: EventMetadata {
+                actor_id: None,
+                request_id: String::new(),
+                time: DateTime::<Utc>::UNIX_EPOCH,
+            },
+        }
+    }
+
+    fn follow(a: UserId, b: UserId) -> MurmurEvent {
+        MurmurEvent::Follow(FollowEvent::Followed {
+            follower_id: a,
+            followee_id: b,
+        })
+    }
+
+    fn unfollow(a: UserId, b: UserId) -> MurmurEvent {
+        MurmurEvent::Follow(FollowEvent::Unfollowed {
+            follower_id: a,
+            followee_id: b,
+        })
+    }
+
+    fn post(id: PostId, author: UserId) -> MurmurEvent {
+        MurmurEvent::Post(PostEvent::PostCreated {
+            post_id: id,
+            author_id: author,
+            body: String::new(),
+        })
+    }
+
+    fn delete(id: PostId, author: UserId) -> MurmurEvent {
+        MurmurEvent::Post(PostEvent::PostDeleted {
+            post_id: id,
+            author_id: author,
+        })
+    }
+
+    /// Each run as `G` + the follower ids with `-` for unfollows, or `P` + post ids with
+    /// `-` for deletions.
+    fn shape(history: Vec<MurmurEvent>) -> Vec<String> {
+        let events: Vec<StoredEvent> = history
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| at(i, e))
+            .collect();
+        runs(&events)
+            .iter()
+            .map(|run| match run {
+                Run::Graph(edges) => edges.iter().fold("G".to_string(), |s, (a, _, f, _)| {
+                    format!("{s} {}{a}", if *f { "" } else { "-" })
+                }),
+                Run::Posts(changes) => changes.iter().fold("P".to_string(), |s, c| match c {
+                    PostChange::Created(id, _) => format!("{s} {id}"),
+                    PostChange::Deleted(id) => format!("{s} -{id}"),
+                }),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn posts_move_after_follows_of_other_authors() {
+        let history = vec![
+            follow(1, 9),
+            post(100, 7),
+            follow(2, 9),
+            post(101, 8),
+            follow(3, 9),
+        ];
+        assert_eq!(shape(history), ["G 1 2 3", "P 100 101"]);
+    }
+
+    #[test]
+    fn a_follow_of_a_pending_author_keeps_its_place() {
+        let history = vec![follow(1, 9), post(100, 7), follow(2, 7), follow(3, 9)];
+        assert_eq!(shape(history), ["G 1", "P 100", "G 2 3"]);
+    }
+
+    #[test]
+    fn removals_never_move_across_additions() {
+        // An unfollow after a post, or after a follow in the same run, starts a new run.
+        let history = vec![follow(1, 9), post(100, 7), unfollow(2, 9), follow(3, 9)];
+        assert_eq!(shape(history), ["G 1", "P 100", "G -2 3"]);
+        let history = vec![follow(1, 9), unfollow(2, 9)];
+        assert_eq!(shape(history), ["G 1", "G -2"]);
+        // No follow moves before a deletion, and no creation joins a run after a deletion.
+        let history = vec![post(100, 7), delete(100, 7), follow(1, 9), post(101, 7)];
+        assert_eq!(shape(history), ["P 100 -100", "G 1", "P 101"]);
+        let history = vec![delete(100, 7), post(101, 7)];
+        assert_eq!(shape(history), ["P -100", "P 101"]);
     }
 }

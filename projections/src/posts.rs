@@ -24,6 +24,10 @@ impl Projection for PostsProjection {
         &["posts"]
     }
 
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["posts_by_author"]
+    }
+
     async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let (mut ids, mut authors, mut bodies, mut times, mut deleted) =
             (vec![], vec![], vec![], vec![], vec![]);

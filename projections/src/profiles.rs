@@ -38,6 +38,10 @@ impl Projection for ProfilesProjection {
         &["profiles"]
     }
 
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &["profiles_handle"]
+    }
+
     async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()> {
         let (mut ids, mut handles, mut display_names, mut times) = (vec![], vec![], vec![], vec![]);
         let mut deltas: HashMap<UserId, Deltas> = HashMap::new();

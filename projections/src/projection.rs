@@ -33,6 +33,11 @@ pub trait Projection: Send + Sync {
     fn aggregate_types(&self) -> &'static [&'static str] {
         &[Handle::TYPE, User::TYPE, Follow::TYPE, Post::TYPE]
     }
+    /// Indexes on [`Projection::tables`] that `apply` never reads (only queries do). A
+    /// rebuild builds them once after its bulk load instead of maintaining them row by row.
+    fn deferred_indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Applies a batch of events, in order. Must be idempotent only per checkpoint: the
     /// runtime never hands the same event twice to committed state.
     async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()>;

@@ -65,7 +65,7 @@ struct ReplayArgs {
     #[arg(long, num_args = 1.., value_parser = PossibleValuesParser::new(names::ALL))]
     projection: Vec<String>,
     /// Events per batch (and per transaction).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     batch_size: i64,
     /// Must match the live projectors' setting, or the feeds differ.
     #[arg(long, env = "MURMUR_CELEBRITY_THRESHOLD", default_value_t = 10_000)]

@@ -5,7 +5,9 @@
 //! Phases:
 //! 1. Bulk: one reader streams the log in commit order, batch after batch (the next batch is
 //!    read while the current one is applied); each projection applies it on its own
-//!    connection into its shadow schema, each batch its own short transaction.
+//!    connection into its shadow schema, each batch its own short transaction. The shadows
+//!    are unlogged and lack the indexes `apply` never reads; after the load they are made
+//!    logged and those indexes are built (a rebuild only; verify compares rows).
 //! 2. Hand-over: one transaction locks the live checkpoint rows (`FOR UPDATE`): a live
 //!    projector's next batch waits on that row, so the live tables stop moving. The shadows
 //!    catch up (to the log's end for a rebuild, to exactly the live checkpoint for verify).
@@ -53,7 +55,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            batch_size: 10_000,
+            batch_size: 50_000,
             projector: ProjectorConfig::default(),
             lock_timeout: Duration::from_secs(30),
             progress: ProgressMode::Auto,
@@ -338,12 +340,12 @@ pub async fn rebuild(
     let started = Instant::now();
     let mut replay = Replay::open(pool, projections, "rebuilding", options).await?;
     let mut events = replay.build(options, true).await?;
-    futures::future::try_join_all(
-        replay
-            .shadows
-            .iter_mut()
-            .map(|s| shadow::set_logged(&mut s.conn, s.projection.as_ref())),
-    )
+    // Logged first: making a table logged rewrites it with its indexes, so indexes built
+    // before would be built twice.
+    futures::future::try_join_all(replay.shadows.iter_mut().map(|s| async {
+        shadow::set_logged(&mut s.conn, s.projection.as_ref()).await?;
+        shadow::create_deferred_indexes(&mut s.conn, s.projection.as_ref()).await
+    }))
     .await?;
 
     let mut handover = connect(pool).await?;

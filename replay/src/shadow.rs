@@ -46,7 +46,8 @@ pub async fn drop_all(conn: &mut PgConnection, projection: &str) -> anyhow::Resu
 /// Creates the shadow schema of `projection` afresh: empty copies of its tables, with the
 /// same constraint and index names as the live ones (so they keep them after the swap).
 /// The copies are UNLOGGED (a bulk load then writes no WAL; a crash only loses a shadow,
-/// which a rerun rebuilds anyway): [`set_logged`] before swapping them in.
+/// which a rerun rebuilds anyway): [`set_logged`] before swapping them in. The indexes
+/// `apply` never reads are left out: [`create_deferred_indexes`] builds them after the load.
 pub async fn create(conn: &mut PgConnection, projection: &dyn Projection) -> anyhow::Result<()> {
     let name = identifier(projection.name())?;
     drop_all(conn, name).await?;
@@ -82,22 +83,22 @@ pub async fn create(conn: &mut PgConnection, projection: &dyn Projection) -> any
                 "ALTER TABLE {shadow}.{table} ADD CONSTRAINT \"{constraint}\" {def}"
             ));
         }
-        let indexes: Vec<String> = sqlx::query_scalar(
-            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
-             WHERE i.indrelid = ('public.' || $1)::regclass
-               AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)
-             ORDER BY i.indexrelid",
+        for def in plain_indexes(&mut tx, table, projection.deferred_indexes(), false).await? {
+            ddl.push(on_shadow(&def, table, &shadow)?);
+        }
+        // Storage parameters (fillfactor) too, so counters keep being updated in place.
+        let options: Option<Vec<String>> = sqlx::query_scalar(
+            "SELECT reloptions FROM pg_class WHERE oid = ('public.' || $1)::regclass",
         )
         .bind(table)
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
-        .with_context(|| format!("reading the indexes of {table}"))?;
-        for def in indexes {
-            let live = format!(" ON public.{table} USING ");
-            if !def.contains(&live) {
-                bail!("unexpected index definition on {table}: {def}");
-            }
-            ddl.push(def.replacen(&live, &format!(" ON {shadow}.{table} USING "), 1));
+        .with_context(|| format!("reading the storage parameters of {table}"))?;
+        if let Some(options) = options.filter(|o| !o.is_empty()) {
+            ddl.push(format!(
+                "ALTER TABLE {shadow}.{table} SET ({})",
+                options.join(", ")
+            ));
         }
     }
     for statement in ddl {
@@ -107,6 +108,70 @@ pub async fn create(conn: &mut PgConnection, projection: &dyn Projection) -> any
             .with_context(|| format!("creating the shadow tables: {statement}"))?;
     }
     tx.commit().await.context("committing the shadow tables")?;
+    Ok(())
+}
+
+/// `CREATE INDEX` statements of the live indexes on `table` that back no constraint: those
+/// named in `deferred` (`wanted`) or all the others (`!wanted`).
+async fn plain_indexes(
+    conn: &mut PgConnection,
+    table: &str,
+    deferred: &[&str],
+    wanted: bool,
+) -> anyhow::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE i.indrelid = ('public.' || $1)::regclass
+           AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+           AND (c.relname = ANY($2)) = $3
+         ORDER BY i.indexrelid",
+    )
+    .bind(table)
+    .bind(deferred)
+    .bind(wanted)
+    .fetch_all(conn)
+    .await
+    .with_context(|| format!("reading the indexes of {table}"))
+}
+
+/// A live index definition moved onto the shadow copy of its table.
+fn on_shadow(def: &str, table: &str, shadow: &str) -> anyhow::Result<String> {
+    let live = format!(" ON public.{table} USING ");
+    if !def.contains(&live) {
+        bail!("unexpected index definition on {table}: {def}");
+    }
+    Ok(def.replacen(&live, &format!(" ON {shadow}.{table} USING "), 1))
+}
+
+/// Builds the indexes [`create`] left out (`Projection::deferred_indexes`): once, over the
+/// loaded rows, which is faster than maintaining them row by row during the bulk load.
+pub async fn create_deferred_indexes(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+) -> anyhow::Result<()> {
+    let deferred = projection.deferred_indexes();
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let shadow = schema(identifier(projection.name())?);
+    sqlx::query("SET maintenance_work_mem = '1GB'")
+        .execute(&mut *conn)
+        .await
+        .context("setting maintenance_work_mem")?;
+    for table in projection.tables() {
+        let table = identifier(table)?;
+        for def in plain_indexes(&mut *conn, table, deferred, true).await? {
+            let statement = on_shadow(&def, table, &shadow)?;
+            sqlx::query(&statement)
+                .execute(&mut *conn)
+                .await
+                .with_context(|| format!("building a deferred index: {statement}"))?;
+        }
+    }
+    sqlx::query("RESET maintenance_work_mem")
+        .execute(&mut *conn)
+        .await
+        .context("resetting maintenance_work_mem")?;
     Ok(())
 }
 

@@ -71,10 +71,14 @@ async fn shadow_schemas(pool: &PgPool) -> Vec<String> {
 }
 
 /// The public schema's relations and constraints with their kind and persistence: a swap
-/// must leave the same names, all crash-safe (logged).
+/// must leave the same names, all crash-safe (logged), with the same index definitions
+/// (deferred ones included) and storage parameters.
 async fn relations(pool: &PgPool) -> Vec<(String, String, String)> {
     sqlx::query_as(
-        "SELECT relname::text, relkind::text, relpersistence::text FROM pg_class
+        "SELECT relname::text,
+                relkind::text || coalesce(' ' || pg_get_indexdef(oid), '')
+                    || coalesce(' ' || array_to_string(reloptions, ','), ''),
+                relpersistence::text FROM pg_class
          WHERE relnamespace = 'public'::regnamespace
          UNION ALL
          SELECT conname::text, 'constraint ' || contype::text, '' FROM pg_constraint
