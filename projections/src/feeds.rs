@@ -225,9 +225,11 @@ impl FeedsProjection {
             net.iter().filter(|(_, e)| keep(e)).map(|(k, _)| *k).unzip()
         };
 
-        // The edges themselves.
+        // The edges themselves, in key order (index pages are then visited in order).
+        let mut edges: Vec<(&(UserId, UserId), &NetEdge)> = net.iter().collect();
+        edges.sort_unstable_by_key(|(k, _)| **k);
         let (mut fa, mut fb, mut since) = (vec![], vec![], vec![]);
-        for (&(a, b), e) in net.iter().filter(|(_, e)| e.followed) {
+        for (&(a, b), e) in edges.into_iter().filter(|(_, e)| e.followed) {
             fa.push(a);
             fb.push(b);
             since.push(e.since);
@@ -288,6 +290,8 @@ impl FeedsProjection {
         }
 
         // Follower counts, and who crossed the celebrity threshold.
+        let mut follower_deltas: Vec<(UserId, i64)> = follower_deltas.into_iter().collect();
+        follower_deltas.sort_unstable();
         let (authors, deltas): (Vec<UserId>, Vec<i64>) = follower_deltas.into_iter().unzip();
         let was_celebrity = celebrities(conn, &authors).await?;
         let is_celebrity: HashSet<UserId> = sqlx::query(
@@ -447,19 +451,18 @@ impl FeedsProjection {
     }
 }
 
-/// Which of `authors` are celebrities now.
+/// Which of `authors` are celebrities now. Reads all of them (few, through a partial
+/// index): cheaper than probing thousands of authors.
 async fn celebrities(
     conn: &mut PgConnection,
     authors: &[UserId],
 ) -> anyhow::Result<HashSet<UserId>> {
-    let found: Vec<UserId> = sqlx::query_scalar(
-        "SELECT author_id FROM feed_authors WHERE author_id = ANY($1) AND celebrity",
-    )
-    .bind(authors)
-    .fetch_all(conn)
-    .await
-    .context("reading celebrity status")?;
-    Ok(found.into_iter().collect())
+    let all: Vec<UserId> = sqlx::query_scalar("SELECT author_id FROM feed_authors WHERE celebrity")
+        .fetch_all(conn)
+        .await
+        .context("reading celebrity status")?;
+    let authors: HashSet<UserId> = authors.iter().copied().collect();
+    Ok(all.into_iter().filter(|a| authors.contains(a)).collect())
 }
 
 /// Drops the oldest entries of the given inboxes beyond [`INBOX_CAP`].

@@ -98,6 +98,9 @@ impl Projection for ProfilesProjection {
         if !deltas.is_empty() {
             let mut ids = Vec::with_capacity(deltas.len());
             let (mut followers, mut following, mut posts) = (vec![], vec![], vec![]);
+            // In id order: the rows are then updated page after page.
+            let mut deltas: Vec<(UserId, Deltas)> = deltas.into_iter().collect();
+            deltas.sort_unstable_by_key(|(id, _)| *id);
             for (id, d) in deltas {
                 ids.push(id);
                 followers.push(d.followers);
