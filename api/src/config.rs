@@ -10,7 +10,7 @@ pub struct Config {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/murmur",
+        default_value = "postgres://postgres@127.0.0.1:5432/murmur?sslmode=disable",
         hide_env_values = true
     )]
     pub database_url: String,
