@@ -362,6 +362,19 @@ impl FeedsProjection {
         let up: Vec<UserId> = is_celebrity.difference(&was_celebrity).copied().collect();
         let down: Vec<UserId> = was_celebrity.difference(&is_celebrity).copied().collect();
         if !up.is_empty() {
+            // A celebrity's posts are merged at read time, never kept in followers' inboxes:
+            // otherwise crossing down and back up within one run (netted away) or across two
+            // (not) would leave different inboxes.
+            sqlx::query(&inbox_delete_sql(
+                "DELETE FROM feed_inbox i USING follows f
+                 WHERE f.followee_id = ANY($1)
+                   AND i.owner_id = f.follower_id AND i.author_id = f.followee_id
+                 RETURNING i.owner_id",
+            ))
+            .bind(&up)
+            .execute(&mut *conn)
+            .await
+            .context("taking a new celebrity's posts out of inboxes")?;
             sqlx::query(
                 "INSERT INTO feed_celebrity_follows (reader_id, author_id, feed_from)
                  SELECT follower_id, followee_id, feed_from FROM follows
