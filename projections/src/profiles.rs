@@ -39,6 +39,8 @@ impl Projection for ProfilesProjection {
     }
 
     fn deferred_indexes(&self) -> &'static [&'static str] {
+        // Unique, but the Handle aggregate already guarantees it; a duplicate would still
+        // fail the rebuild when the index is built, before any swap.
         &["profiles_handle"]
     }
 
