@@ -92,6 +92,10 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     let addr = listener.local_addr().context("reading the bound address")?;
     let no_projectors = config.no_projectors;
     let projector_config = projector_config(&config);
+    if !no_projectors {
+        // Refuse to start, rather than fail in the background, on tables built otherwise.
+        projectors::check_settings(&pool, &projector_config).await?;
+    }
     let pool_for_projectors = pool.clone();
     let checkpoints = CheckpointView::load(pool.clone())
         .await

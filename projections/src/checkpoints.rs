@@ -39,14 +39,7 @@ pub async fn read_all(pool: &PgPool) -> Result<Checkpoints, ReadError> {
     .fetch_all(pool)
     .await?;
     rows.iter()
-        .map(|row| {
-            let xid: String = row.try_get("xid")?;
-            let xid = xid.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            Ok((
-                row.try_get("projection")?,
-                Position::new(xid, row.try_get("position")?),
-            ))
-        })
+        .map(|row| Ok((row.try_get("projection")?, Position::from_row(row)?)))
         .collect()
 }
 

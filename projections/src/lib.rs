@@ -1,27 +1,37 @@
-//! murmur's read side: the projector runtime that follows the event log in commit order,
-//! the read models it maintains, and the [`ReadModel`] interface the query API reads through.
+//! murmur's read side. Each projection is a plain fold over the event log held in memory,
+//! with a durable, checkpointed copy of its tables in PostgreSQL.
+//!
+//! Where things live:
+//! - [`log`]: the event log and its bookkeeping: [`Position`] (and its one row codec),
+//!   reading the log in commit order ([`StoredEvent`]), checkpoints, settings and leader
+//!   locks ([`log::checkpoint`]).
+//! - [`state`]: the projections' in-memory states (profiles, posts, feeds with the follow
+//!   graph), one file each, no I/O.
+//! - [`store`]: their durable copies: loading, writing a batch's row changes, writing a
+//!   whole state (binary `COPY`).
+//! - [`projection`]: the list of projections ([`Kind`]) and [`AnyState`], through which the
+//!   runtime and `replay` drive them.
+//! - [`runtime`]: the leader loop that follows the log and flushes the durable copy.
+//! - [`read_model`]: the query side's interface, [`ReadModel`], with its error type;
+//!   [`pg_read_model`] implements it over the tables, [`checkpoints`] keeps their
+//!   checkpoints in memory for it; [`audit`] reads the log for the audit trail.
 
 pub mod audit;
 pub mod checkpoints;
-pub mod event;
-pub mod feeds;
+pub mod log;
 pub mod pg_read_model;
-pub mod position;
-pub mod posts;
-pub mod profiles;
 pub mod projection;
 pub mod read_model;
 pub mod runtime;
+pub mod state;
+pub mod store;
 
 pub use checkpoints::CheckpointView;
-pub use event::StoredEvent;
-pub use feeds::FeedsProjection;
+pub use log::position::Position;
+pub use log::read::StoredEvent;
 pub use pg_read_model::PgReadModel;
-pub use position::Position;
-pub use posts::PostsProjection;
-pub use profiles::ProfilesProjection;
-pub use projection::Projection;
+pub use projection::{AnyState, Kind};
 pub use read_model::{
     Author, Page, PageRequest, PostItem, Profile, ReadError, ReadModel, UserListItem,
 };
-pub use runtime::{catch_up, run, spawn, status, BatchOutcome, ProjectionStatus, ProjectorConfig};
+pub use runtime::{catch_up, run, spawn, status, ProjectionStatus, ProjectorConfig, Step};

@@ -13,7 +13,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::checkpoints::{self, CheckpointView};
-use crate::feeds::INBOX_CAP;
+use crate::state::feeds;
+
+/// A feed shows at most this many entries, whichever path they came by.
+const INBOX_CAP: i64 = feeds::INBOX_CAP as i64;
 use crate::read_model::{
     self, Author, Page, PageRequest, PostItem, Profile, ReadError, ReadModel, UserListItem,
 };
@@ -249,15 +252,16 @@ impl ReadModel for PgReadModel {
         // (UNION drops a post found both ways), hydrated: one statement.
         let rows = sqlx::query(post_page!(
             "SELECT post_id FROM (
-                 (SELECT post_id FROM feed_inbox
-                  WHERE owner_id = $1 AND post_id < $2 ORDER BY post_id DESC LIMIT $3)
+                 (SELECT p AS post_id FROM feed_inbox i CROSS JOIN LATERAL unnest(i.post_ids) p
+                  WHERE i.owner_id = $1 AND p < $2 ORDER BY p DESC LIMIT $3)
                  UNION
-                 (SELECT p.post_id FROM feed_celebrity_follows c
+                 (SELECT p.post_id FROM follows f
+                  JOIN feed_celebrities c ON c.author_id = f.followee_id
                   CROSS JOIN LATERAL (
                       SELECT post_id FROM feed_posts
-                      WHERE author_id = c.author_id AND post_id >= c.feed_from AND post_id < $2
+                      WHERE author_id = f.followee_id AND post_id >= f.feed_from AND post_id < $2
                       ORDER BY post_id DESC LIMIT $3) p
-                  WHERE c.reader_id = $1)
+                  WHERE f.follower_id = $1)
              ) merged
              ORDER BY post_id DESC LIMIT $3"
         ))

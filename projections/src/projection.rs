@@ -1,44 +1,187 @@
-//! The [`Projection`] trait: what a read model implements so that the runtime (and
-//! `replay rebuild`) can feed it the event log.
+//! The projections murmur keeps, in one place: [`Kind`] names each one and its tables,
+//! [`AnyState`] holds any of their in-memory states, so that the runtime and `replay`
+//! drive all three through one interface.
 
-use cqrs_es::Aggregate;
-use murmur_domain::{Follow, Handle, Post, User};
 use sqlx::PgConnection;
 
+use crate::state::{FeedsState, Fold, PostsState, ProfilesState};
+use crate::store::{Durable, Settings, Snapshot};
 use crate::StoredEvent;
 
-/// A read model maintained from the event log.
-///
-/// Rules for implementors:
-/// - `apply` receives a batch of events in commit order (thousands at a time during a
-///   rebuild) and must be set-based: aggregate the batch in memory and write it with a few
-///   statements (`UNNEST` arrays, `INSERT ... SELECT`), not one round trip per event.
-/// - `apply` runs inside a transaction the caller owns and must not commit, roll back or
-///   touch `projection_checkpoints`: the runtime writes the checkpoint in the same
-///   transaction, which is what makes a crash at any instant lose or repeat nothing.
-/// - `apply` names its own tables UNQUALIFIED: `replay rebuild` runs the same code under
-///   `SET search_path TO <shadow schema>, public` to build shadow copies (created with
-///   `CREATE TABLE shadow.x (LIKE public.x INCLUDING ALL)` for each of [`Projection::tables`])
-///   and then swaps them in.
-/// - `apply` reads only the tables listed in `tables()`: reading another projection's
-///   tables would make the result depend on how far that projection had got.
-#[async_trait::async_trait]
-pub trait Projection: Send + Sync {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Profiles,
+    Posts,
+    Feeds,
+}
+
+macro_rules! by_kind {
+    ($kind:expr, $s:ident => $e:expr) => {
+        match $kind {
+            Kind::Profiles => {
+                type $s = ProfilesState;
+                $e
+            }
+            Kind::Posts => {
+                type $s = PostsState;
+                $e
+            }
+            Kind::Feeds => {
+                type $s = FeedsState;
+                $e
+            }
+        }
+    };
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Profiles, Kind::Posts, Kind::Feeds];
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// The checkpoint name (one of `read_model::names`).
-    fn name(&self) -> &'static str;
-    /// The tables this projection owns, unqualified.
-    fn tables(&self) -> &'static [&'static str];
-    /// The aggregate types whose events `apply` needs (`Aggregate::TYPE`); the live runtime
-    /// does not even decode the others. Default: all of them.
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        &[Handle::TYPE, User::TYPE, Follow::TYPE, Post::TYPE]
+    pub fn name(self) -> &'static str {
+        by_kind!(self, S => S::NAME)
     }
-    /// Indexes on [`Projection::tables`] that `apply` never reads (only queries do). A
-    /// rebuild builds them once after its bulk load instead of maintaining them row by row.
-    fn deferred_indexes(&self) -> &'static [&'static str] {
-        &[]
+
+    /// The tables of its durable copy, unqualified.
+    pub fn tables(self) -> &'static [&'static str] {
+        by_kind!(self, S => S::TABLES)
     }
-    /// Applies a batch of events, in order. Must be idempotent only per checkpoint: the
-    /// runtime never hands the same event twice to committed state.
-    async fn apply(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> anyhow::Result<()>;
+
+    /// The aggregate types whose events it applies.
+    pub fn aggregate_types(self) -> &'static [&'static str] {
+        by_kind!(self, S => S::AGGREGATE_TYPES)
+    }
+
+    /// Indexes only queries read (built after a rebuild's bulk load).
+    pub fn deferred_indexes(self) -> &'static [&'static str] {
+        by_kind!(self, S => S::DEFERRED_INDEXES)
+    }
+
+    /// The settings its contents depend on, as stored with its checkpoint.
+    pub fn identity(self, settings: &Settings) -> serde_json::Value {
+        by_kind!(self, S => S::identity(settings))
+    }
+
+    pub fn empty(self, settings: &Settings) -> AnyState {
+        match self {
+            Kind::Profiles => AnyState::Profiles(ProfilesState::empty(settings)),
+            Kind::Posts => AnyState::Posts(PostsState::empty(settings)),
+            Kind::Feeds => AnyState::Feeds(FeedsState::empty(settings)),
+        }
+    }
+
+    /// Loads the durable copy as `snapshot` sees it.
+    pub async fn load(
+        self,
+        snapshot: &mut Snapshot,
+        settings: &Settings,
+    ) -> anyhow::Result<AnyState> {
+        Ok(match self {
+            Kind::Profiles => AnyState::Profiles(ProfilesState::load(snapshot, settings).await?),
+            Kind::Posts => AnyState::Posts(PostsState::load(snapshot, settings).await?),
+            Kind::Feeds => AnyState::Feeds(FeedsState::load(snapshot, settings).await?),
+        })
+    }
+}
+
+/// The in-memory state of one projection.
+pub enum AnyState {
+    Profiles(ProfilesState),
+    Posts(PostsState),
+    Feeds(FeedsState),
+}
+
+/// Row changes of one projection, ready to write.
+pub enum AnyChanges {
+    Profiles(<ProfilesState as Fold>::Changes),
+    Posts(<PostsState as Fold>::Changes),
+    Feeds(<FeedsState as Fold>::Changes),
+}
+
+macro_rules! each_state {
+    ($state:expr, $s:ident => $e:expr) => {
+        match $state {
+            AnyState::Profiles($s) => $e,
+            AnyState::Posts($s) => $e,
+            AnyState::Feeds($s) => $e,
+        }
+    };
+}
+
+impl AnyState {
+    pub fn kind(&self) -> Kind {
+        match self {
+            AnyState::Profiles(_) => Kind::Profiles,
+            AnyState::Posts(_) => Kind::Posts,
+            AnyState::Feeds(_) => Kind::Feeds,
+        }
+    }
+
+    /// Applies one event if it is of the projection's aggregate types.
+    pub fn apply(&mut self, event: &StoredEvent) {
+        if self
+            .kind()
+            .aggregate_types()
+            .contains(&event.aggregate_type.as_str())
+        {
+            each_state!(self, s => s.apply(event))
+        }
+    }
+
+    pub fn take_changes(&mut self) -> AnyChanges {
+        match self {
+            AnyState::Profiles(s) => AnyChanges::Profiles(s.take_changes()),
+            AnyState::Posts(s) => AnyChanges::Posts(s.take_changes()),
+            AnyState::Feeds(s) => AnyChanges::Feeds(s.take_changes()),
+        }
+    }
+
+    pub fn set_tracking(&mut self, on: bool) {
+        each_state!(self, s => s.set_tracking(on))
+    }
+
+    pub fn pending_rows(&self) -> usize {
+        each_state!(self, s => s.pending_rows())
+    }
+
+    /// Writes every table of the state into empty tables.
+    pub async fn write_all(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        each_state!(self, s => s.write_all(conn).await)
+    }
+
+    pub fn as_profiles(&self) -> Option<&ProfilesState> {
+        match self {
+            AnyState::Profiles(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_posts(&self) -> Option<&PostsState> {
+        match self {
+            AnyState::Posts(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_feeds(&self) -> Option<&FeedsState> {
+        match self {
+            AnyState::Feeds(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl AnyChanges {
+    /// Writes the changes inside the caller's transaction.
+    pub async fn write(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        match self {
+            AnyChanges::Profiles(c) => ProfilesState::write_changes(conn, c).await,
+            AnyChanges::Posts(c) => PostsState::write_changes(conn, c).await,
+            AnyChanges::Feeds(c) => FeedsState::write_changes(conn, c).await,
+        }
+    }
 }

@@ -1,205 +1,276 @@
-//! The projector runtime: one task per projection follows the event log in commit order
-//! and applies it in batches, each batch and its checkpoint in one transaction.
+//! The projector runtime: for each projection, a leader task folds the log into the
+//! projection's in-memory state in commit order and keeps its durable copy in step.
 //!
-//! - Only one process applies a given projection: the leader holds a session-level advisory
-//!   lock on its own connection; others retry every `standby_retry` and take over when the
-//!   leader's session ends. The checkpoint update is also a compare-and-set, so even two
-//!   leaders could not apply an event twice.
-//! - Leaders wake on `NOTIFY murmur_events` (sent by a trigger when events commit) and poll
-//!   every `poll_interval` as a fallback; while batches come back full they loop at once.
-//! - Shutdown is checked between batches, never inside one.
+//! - Only one process leads a projection: it holds a session-level advisory lock on its own
+//!   connection; others retry every `standby_retry` and take over when the leader's session
+//!   ends. Leading starts by loading the state from its tables at their checkpoint (one
+//!   snapshot); writing the durable copy is also a compare-and-set on the checkpoint, so
+//!   even two leaders could not apply an event twice.
+//! - The state moves one batch at a time, in memory; the durable copy follows in larger
+//!   steps (every `flush_interval` under load, at once when idle): the batch's row changes
+//!   and the checkpoint in one transaction. Any failure ends the leadership; the next one
+//!   reloads the copy and re-applies the log from its checkpoint, so nothing is lost or
+//!   applied twice.
+//! - Leaders wake on `NOTIFY murmur_events` and poll every `poll_interval` as a fallback;
+//!   while batches come back full they loop at once. Shutdown is checked between batches
+//!   and flushes first.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::event::read_batch_of;
+use crate::log::checkpoint::{self, SettingsMismatch};
+use crate::log::read::read_batch_of;
+use crate::projection::{AnyState, Kind};
 use crate::read_model::names;
-use crate::{
-    FeedsProjection, Position, PostsProjection, ProfilesProjection, Projection, StoredEvent,
-};
+use crate::store::{Settings, Snapshot};
+use crate::Position;
 
 /// The channel migration 0001's trigger notifies when events commit.
 pub const CHANNEL: &str = "murmur_events";
 
 #[derive(Debug, Clone)]
 pub struct ProjectorConfig {
-    /// Most events applied per transaction.
+    /// Most events read and applied in memory per step.
     pub batch_size: i64,
     /// How often an idle leader looks for events without a notification.
     pub poll_interval: Duration,
-    /// How often a standby tries to become leader, and the pause after a failed batch.
+    /// How often a standby tries to become leader, and the pause after a failure.
     pub standby_retry: Duration,
-    /// See [`FeedsProjection::celebrity_threshold`].
+    /// Authors with more followers than this are merged at read time, not fanned out.
     pub celebrity_threshold: i64,
+    /// Longest the durable copy trails memory while events keep coming.
+    pub flush_interval: Duration,
+    /// Flush sooner once this many rows are pending.
+    pub flush_rows: usize,
 }
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
         Self {
-            batch_size: 2_000,
+            batch_size: 5_000,
             poll_interval: Duration::from_millis(500),
             standby_retry: Duration::from_secs(2),
-            celebrity_threshold: crate::feeds::DEFAULT_CELEBRITY_THRESHOLD,
+            celebrity_threshold: crate::state::feeds::DEFAULT_CELEBRITY_THRESHOLD,
+            flush_interval: Duration::from_millis(500),
+            flush_rows: 500_000,
         }
     }
 }
 
-/// Every projection, configured.
-pub fn projections(config: &ProjectorConfig) -> Vec<Arc<dyn Projection>> {
-    vec![
-        Arc::new(ProfilesProjection),
-        Arc::new(PostsProjection),
-        Arc::new(FeedsProjection {
-            celebrity_threshold: config.celebrity_threshold,
-        }),
-    ]
+impl ProjectorConfig {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            celebrity_threshold: self.celebrity_threshold,
+        }
+    }
+}
+
+/// Every projection.
+pub fn projections(_config: &ProjectorConfig) -> Vec<Kind> {
+    Kind::ALL.to_vec()
+}
+
+/// A projection's state as readers share it: the state and how far it has applied the log.
+pub struct Live {
+    pub state: RwLock<AnyState>,
+    position: watch::Sender<Position>,
+}
+
+impl Live {
+    fn new(state: AnyState, at: Position) -> Self {
+        Self {
+            state: RwLock::new(state),
+            position: watch::Sender::new(at),
+        }
+    }
+
+    /// The last event applied to the state.
+    pub fn position(&self) -> Position {
+        *self.position.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Position> {
+        self.position.subscribe()
+    }
 }
 
 /// What one step of a projector did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchOutcome {
-    /// Went past this many events (applying those of the projection's aggregate types);
-    /// the checkpoint is now `to`.
+pub enum Step {
+    /// Went past this many events (applying those of the projection's aggregate types).
     Applied { events: usize, to: Position },
     /// Nothing to apply yet.
     Idle,
-    /// The checkpoint moved since the batch was read (another process applied it); re-read.
-    Stale,
 }
 
-/// A projection's checkpoint (`Position::START` before its first batch).
-pub async fn checkpoint(conn: &mut PgConnection, projection: &str) -> anyhow::Result<Position> {
-    let row = sqlx::query(
-        "SELECT transaction_id::text AS xid, position FROM projection_checkpoints
-         WHERE projection = $1",
-    )
-    .bind(projection)
-    .fetch_optional(&mut *conn)
-    .await
-    .with_context(|| format!("reading the checkpoint of {projection}"))?;
-    row.map(|row| position_of(&row))
-        .unwrap_or(Ok(Position::START))
+/// The durable copy's checkpoint moved under a leader: another process wrote it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}: the checkpoint moved under this leader (another process applied the projection)")]
+pub struct Stale(&'static str);
+
+/// One projection being applied: its shared state, and how far the durable copy is.
+pub struct Projector {
+    kind: Kind,
+    live: Arc<Live>,
+    durable: Position,
+    last_flush: Instant,
 }
 
-fn position_of(row: &sqlx::postgres::PgRow) -> anyhow::Result<Position> {
-    let xid: String = row.try_get("xid")?;
-    Ok(Position::new(
-        xid.parse().context("transaction id is not a number")?,
-        row.try_get("position")?,
-    ))
-}
-
-/// Applies `events`, read after `from`, and moves the checkpoint past them, in one
-/// transaction. Returns false (and changes nothing) if the checkpoint is no longer `from`.
-pub async fn apply_batch(
-    conn: &mut PgConnection,
-    projection: &dyn Projection,
-    from: Position,
-    events: &[StoredEvent],
-) -> anyhow::Result<bool> {
-    match events.last() {
-        Some(last) => apply_batch_to(conn, projection, from, events, last.position).await,
-        None => Ok(true),
-    }
-}
-
-/// [`apply_batch`] for a stretch of the log that ends at `to` (its events of other
-/// aggregate types left out).
-pub async fn apply_batch_to(
-    conn: &mut PgConnection,
-    projection: &dyn Projection,
-    from: Position,
-    events: &[StoredEvent],
-    to: Position,
-) -> anyhow::Result<bool> {
-    let name = projection.name();
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projection) VALUES ($1) ON CONFLICT DO NOTHING",
-    )
-    .bind(name)
-    .execute(&mut *conn)
-    .await
-    .context("creating a checkpoint")?;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    // Batches are many short statements whose row estimates the skew of the follow graph
-    // inflates; compiling them with JIT costs more than running them.
-    sqlx::query("SET LOCAL jit = off")
-        .execute(&mut *tx)
-        .await
-        .context("configuring the batch")?;
-    let row = sqlx::query(
-        "SELECT transaction_id::text AS xid, position FROM projection_checkpoints
-         WHERE projection = $1 FOR UPDATE",
-    )
-    .bind(name)
-    .fetch_one(&mut *tx)
-    .await
-    .context("locking the checkpoint")?;
-    if position_of(&row)? != from {
-        return Ok(false);
-    }
-    if !events.is_empty() {
-        projection
-            .apply(&mut tx, events)
+impl Projector {
+    /// Loads the projection from its tables at their checkpoint (one snapshot), after
+    /// checking they were built with `settings`.
+    pub async fn load(pool: &PgPool, kind: Kind, settings: &Settings) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let name = kind.name();
+        let mut conn = pool.acquire().await.context("connecting")?;
+        checkpoint::check_settings(&mut conn, name, &kind.identity(settings)).await?;
+        drop(conn);
+        let mut snapshot = Snapshot::begin(pool).await?;
+        let at = checkpoint::checkpoint(snapshot.conn(), name).await?;
+        let state = kind
+            .load(&mut snapshot, settings)
             .await
-            .with_context(|| format!("{name}: applying events up to {to}"))?;
+            .with_context(|| format!("loading the {name} projection"))?;
+        snapshot.finish().await?;
+        tracing::info!(
+            projection = name,
+            checkpoint = %at,
+            seconds = started.elapsed().as_secs_f64(),
+            "projection loaded"
+        );
+        metrics::histogram!("murmur_projection_load_seconds", "projection" => name)
+            .record(started.elapsed().as_secs_f64());
+        Ok(Self {
+            kind,
+            live: Arc::new(Live::new(state, at)),
+            durable: at,
+            last_flush: Instant::now(),
+        })
     }
-    let moved = sqlx::query(
-        "UPDATE projection_checkpoints
-         SET transaction_id = $2::text::xid8, position = $3, updated_at = now()
-         WHERE projection = $1 AND transaction_id = $4::text::xid8 AND position = $5",
-    )
-    .bind(name)
-    .bind(to.transaction_id.to_string())
-    .bind(to.position)
-    .bind(from.transaction_id.to_string())
-    .bind(from.position)
-    .execute(&mut *tx)
-    .await
-    .context("writing the checkpoint")?
-    .rows_affected();
-    if moved != 1 {
-        bail!("{name}: checkpoint changed under a locked row");
-    }
-    tx.commit().await.context("committing a batch")?;
-    Ok(true)
-}
 
-/// Reads and applies one batch of at most `batch_size` events.
-pub async fn run_once(
-    conn: &mut PgConnection,
-    projection: &dyn Projection,
-    batch_size: i64,
-) -> anyhow::Result<BatchOutcome> {
-    let from = checkpoint(conn, projection.name()).await?;
-    let batch = read_batch_of(conn, from, batch_size, Some(projection.aggregate_types())).await?;
-    let Some(to) = batch.end else {
-        return Ok(BatchOutcome::Idle);
-    };
-    if apply_batch_to(conn, projection, from, &batch.events, to).await? {
-        Ok(BatchOutcome::Applied {
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// Where the state is in the log.
+    pub fn position(&self) -> Position {
+        self.live.position()
+    }
+
+    /// Where the durable copy is.
+    pub fn durable(&self) -> Position {
+        self.durable
+    }
+
+    /// Reads at most `batch_size` events after the state's position and applies them.
+    pub async fn step(&mut self, conn: &mut PgConnection, batch_size: i64) -> anyhow::Result<Step> {
+        let from = self.position();
+        let batch =
+            read_batch_of(conn, from, batch_size, Some(self.kind.aggregate_types())).await?;
+        let Some(to) = batch.end else {
+            return Ok(Step::Idle);
+        };
+        {
+            let mut state = self
+                .live
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for event in &batch.events {
+                state.apply(event);
+            }
+        }
+        self.live.position.send_replace(to);
+        Ok(Step::Applied {
             events: batch.scanned,
             to,
         })
-    } else {
-        Ok(BatchOutcome::Stale)
+    }
+
+    /// Rows waiting for the next flush.
+    pub fn pending_rows(&self) -> usize {
+        self.live
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pending_rows()
+    }
+
+    /// Writes the row changes since the last flush and moves the checkpoint to the state's
+    /// position, in one transaction. Fails with [`Stale`] if another process moved it.
+    pub async fn flush(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        let to = self.position();
+        if to == self.durable {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        self.flush_into(&mut tx, to).await?;
+        tx.commit().await.context("committing a flush")?;
+        self.durable = to;
+        self.last_flush = Instant::now();
+        let name = self.kind.name();
+        metrics::histogram!("murmur_projection_flush_seconds", "projection" => name)
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("murmur_projection_durable_position", "projection" => name)
+            .set(to.position as f64);
+        Ok(())
+    }
+
+    /// The work of [`Projector::flush`] inside the caller's transaction, not committed: the
+    /// changes are taken from the state either way, so after a failed commit only a reload
+    /// gives a projector that can flush again.
+    pub async fn flush_into(&mut self, tx: &mut PgConnection, to: Position) -> anyhow::Result<()> {
+        let name = self.kind.name();
+        let changes = self
+            .live
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take_changes();
+        // Short set-based statements whose row estimates the skew of the follow graph
+        // inflates; compiling them with JIT costs more than running them.
+        sqlx::query("SET LOCAL jit = off")
+            .execute(&mut *tx)
+            .await
+            .context("configuring the flush")?;
+        if !checkpoint::advance(tx, name, self.durable, to).await? {
+            return Err(Stale(name).into());
+        }
+        changes
+            .write(tx)
+            .await
+            .with_context(|| format!("{name}: writing changes up to {to}"))
+    }
+
+    /// Whether the durable copy should catch up now.
+    fn flush_due(&self, idle: bool, config: &ProjectorConfig) -> bool {
+        self.position() != self.durable
+            && (idle
+                || self.last_flush.elapsed() >= config.flush_interval
+                || self.pending_rows() >= config.flush_rows)
     }
 }
 
 /// Applies every projection until it has applied every committed event (waiting for
-/// in-flight transactions that hold older events back). For tests and tools: it waits for
-/// each projection's lock rather than standing by. Returns the number of events applied.
+/// in-flight transactions that hold older events back), and writes it. For tests and
+/// tools: it waits for each projection's lock rather than standing by. Returns the number
+/// of events applied.
 pub async fn catch_up(pool: &PgPool, config: &ProjectorConfig) -> anyhow::Result<u64> {
     let mut applied = 0;
-    for projection in projections(config) {
-        applied += catch_up_projection(pool, projection.as_ref(), config.batch_size).await?;
+    for kind in projections(config) {
+        applied += catch_up_projection(pool, kind, config).await?;
     }
     Ok(applied)
 }
@@ -207,88 +278,34 @@ pub async fn catch_up(pool: &PgPool, config: &ProjectorConfig) -> anyhow::Result
 /// [`catch_up`] for one projection.
 pub async fn catch_up_projection(
     pool: &PgPool,
-    projection: &dyn Projection,
-    batch_size: i64,
+    kind: Kind,
+    config: &ProjectorConfig,
 ) -> anyhow::Result<u64> {
     let mut conn = pool.acquire().await.context("connecting")?.detach();
-    sqlx::query("SELECT pg_advisory_lock($1, hashtext($2))")
-        .bind(LOCK_CLASS)
-        .bind(projection.name())
-        .execute(&mut conn)
-        .await
-        .context("taking the projection lock")?;
+    checkpoint::lock(&mut conn, kind.name()).await?;
+    let mut projector = Projector::load(pool, kind, &config.settings()).await?;
     let mut applied = 0;
     loop {
-        match run_once(&mut conn, projection, batch_size).await? {
-            BatchOutcome::Applied { events, .. } => applied += events as u64,
-            BatchOutcome::Stale => {}
-            BatchOutcome::Idle => {
-                let at = checkpoint(&mut conn, projection.name()).await?;
-                if !committed_after(&mut conn, at).await? {
+        match projector.step(&mut conn, config.batch_size).await? {
+            Step::Applied { events, .. } => applied += events as u64,
+            Step::Idle => {
+                if !checkpoint::committed_after(&mut conn, projector.position()).await? {
                     break;
                 }
                 tokio::time::sleep(HELD_BACK_RETRY).await;
             }
         }
+        if projector.pending_rows() >= config.flush_rows {
+            projector.flush(&mut conn).await?;
+        }
     }
+    projector.flush(&mut conn).await?;
     sqlx::Connection::close(conn).await.context("closing")?;
     Ok(applied)
 }
 
-/// First key of the advisory locks projectors take (the second is the projection's name).
-const LOCK_CLASS: i32 = 0x6d75_726d; // "murm"
-
-/// Tries to become the one process applying `projection`; the lock lasts as long as the
-/// session of `conn`.
-pub async fn try_lock(conn: &mut PgConnection, projection: &str) -> anyhow::Result<bool> {
-    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-        .bind(LOCK_CLASS)
-        .bind(projection)
-        .fetch_one(conn)
-        .await
-        .context("trying the projection lock")
-}
-
 /// How soon a leader looks again when committed events wait behind an in-flight transaction.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(20);
-
-/// Whether any event was committed after `at` (applicable or still held back).
-async fn committed_after(conn: &mut PgConnection, at: Position) -> anyhow::Result<bool> {
-    // Not `EXISTS`: its generic plan (what a prepared statement gets after five runs) is a
-    // sequential scan of the whole log, 35 s at scale 1. A first row in commit order can
-    // only come from the commit-order index.
-    let first: Option<i64> = sqlx::query_scalar(
-        "SELECT position FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)
-         ORDER BY transaction_id, position LIMIT 1",
-    )
-    .bind(at.transaction_id.to_string())
-    .bind(at.position)
-    .fetch_optional(conn)
-    .await
-    .context("looking for held-back events")?;
-    Ok(first.is_some())
-}
-
-/// Events committed after `at`, and the age in seconds of the oldest of them (0 if none).
-async fn lag(conn: &mut PgConnection, at: Position) -> anyhow::Result<(i64, f64)> {
-    let row = sqlx::query(
-        "SELECT (SELECT count(*) FROM events
-                 WHERE (transaction_id, position) > ($1::text::xid8, $2)) AS events,
-                coalesce(extract(epoch FROM now() - (
-                    SELECT (metadata->>'time')::timestamptz FROM events
-                    WHERE (transaction_id, position) > ($1::text::xid8, $2)
-                    ORDER BY transaction_id, position LIMIT 1)), 0)::float8 AS seconds",
-    )
-    .bind(at.transaction_id.to_string())
-    .bind(at.position)
-    .fetch_one(conn)
-    .await
-    .context("measuring projection lag")?;
-    Ok((
-        row.try_get("events")?,
-        row.try_get::<f64, _>("seconds")?.max(0.0),
-    ))
-}
 
 /// A projection's progress, as `/readyz` reports it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -301,13 +318,13 @@ pub struct ProjectionStatus {
     pub lag_seconds: f64,
 }
 
-/// Every projection's checkpoint and lag.
+/// Every projection's durable checkpoint and lag.
 pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<ProjectionStatus>> {
     let mut conn = pool.acquire().await.context("connecting")?;
     let mut all = Vec::with_capacity(names::ALL.len());
     for name in names::ALL {
-        let checkpoint = checkpoint(&mut conn, name).await?;
-        let (lag_events, lag_seconds) = lag(&mut conn, checkpoint).await?;
+        let checkpoint = checkpoint::checkpoint(&mut conn, name).await?;
+        let (lag_events, lag_seconds) = checkpoint::lag(&mut conn, checkpoint).await?;
         all.push(ProjectionStatus {
             name,
             checkpoint,
@@ -318,13 +335,15 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<ProjectionStatus>> {
     Ok(all)
 }
 
-fn record_lag(name: &'static str, (events, seconds): (i64, f64)) {
-    metrics::gauge!("murmur_projection_lag_events", "projection" => name).set(events as f64);
-    metrics::gauge!("murmur_projection_lag_seconds", "projection" => name).set(seconds);
-}
-
-fn record_position(name: &'static str, at: Position) {
-    metrics::gauge!("murmur_projection_position", "projection" => name).set(at.position as f64);
+/// Checks every projection's stored settings against `config` (see
+/// [`checkpoint::check_settings`]): a server refuses to start on a mismatch.
+pub async fn check_settings(pool: &PgPool, config: &ProjectorConfig) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await.context("connecting")?;
+    for kind in projections(config) {
+        checkpoint::check_settings(&mut conn, kind.name(), &kind.identity(&config.settings()))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Runs every projection until `shutdown` completes: what `murmur serve` does in-process and
@@ -337,11 +356,15 @@ pub async fn run(
     let (stop_tx, stop) = watch::channel(false);
     let (wake_tx, wake) = watch::channel(0u64);
     let mut tasks = JoinSet::new();
-    tasks.spawn(listen(pool.clone(), wake_tx, stop.clone()));
-    for projection in projections(&config) {
+    let (listener_pool, listener_stop) = (pool.clone(), stop.clone());
+    tasks.spawn(async move {
+        listen(listener_pool, wake_tx, listener_stop).await;
+        Ok(())
+    });
+    for kind in projections(&config) {
         tasks.spawn(follow(
             pool.clone(),
-            projection,
+            kind,
             config.clone(),
             wake.clone(),
             stop.clone(),
@@ -350,7 +373,8 @@ pub async fn run(
     let result = tokio::select! {
         () = shutdown => Ok(()),
         Some(ended) = tasks.join_next() => match ended {
-            Ok(()) => Err(anyhow::anyhow!("a projector task ended unexpectedly")),
+            Ok(Ok(())) => Err(anyhow::anyhow!("a projector task ended unexpectedly")),
+            Ok(Err(e)) => Err(e),
             Err(e) => Err(anyhow::Error::new(e).context("a projector task panicked")),
         },
     };
@@ -419,19 +443,20 @@ async fn listen(pool: PgPool, wake: watch::Sender<u64>, mut stop: watch::Receive
 }
 
 /// One projection's task: stand by until it holds the lock, then lead until stopped or
-/// until its connection fails.
+/// until something fails (then stand by and lead again, from a fresh load). Ends with an
+/// error only when the projection's tables were built with other settings.
 async fn follow(
     pool: PgPool,
-    projection: Arc<dyn Projection>,
+    kind: Kind,
     config: ProjectorConfig,
     mut wake: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
-) {
-    let name = projection.name();
+) -> anyhow::Result<()> {
+    let name = kind.name();
     let leader = metrics::gauge!("murmur_projection_leader", "projection" => name);
     loop {
         if *stop.borrow() {
-            return;
+            return Ok(());
         }
         let mut conn = match pool.acquire().await {
             // Detached: the lock must end with this session, never go back to the pool.
@@ -439,27 +464,21 @@ async fn follow(
             Err(e) => {
                 tracing::warn!(projection = name, error = %e, "projector cannot connect");
                 if pause(config.standby_retry, &mut stop).await {
-                    return;
+                    return Ok(());
                 }
                 continue;
             }
         };
-        match try_lock(&mut conn, name).await {
+        match checkpoint::try_lock(&mut conn, name).await {
             Ok(true) => {
                 tracing::info!(projection = name, "projector leads");
                 leader.set(1.0);
-                let led = lead(
-                    &mut conn,
-                    projection.as_ref(),
-                    &config,
-                    &mut wake,
-                    &mut stop,
-                )
-                .await;
+                let led = lead(&mut conn, &pool, kind, &config, &mut wake, &mut stop).await;
                 leader.set(0.0);
                 let _ = sqlx::Connection::close(conn).await;
                 match led {
-                    Ok(()) => return,
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.is::<SettingsMismatch>() => return Err(e),
                     Err(e) => tracing::error!(projection = name, error = ?e, "projector failed"),
                 }
             }
@@ -469,48 +488,58 @@ async fn follow(
             Err(e) => tracing::warn!(projection = name, error = ?e, "projector lock failed"),
         }
         if pause(config.standby_retry, &mut stop).await {
-            return;
+            return Ok(());
         }
     }
 }
 
-/// Applies batches while holding the lock; returns Ok when asked to stop.
+fn record_lag(name: &'static str, (events, seconds): (i64, f64), durable_events: i64) {
+    metrics::gauge!("murmur_projection_lag_events", "projection" => name).set(events as f64);
+    metrics::gauge!("murmur_projection_lag_seconds", "projection" => name).set(seconds);
+    metrics::gauge!("murmur_projection_durable_lag_events", "projection" => name)
+        .set(durable_events as f64);
+}
+
+/// Loads the projection, then applies and flushes batches while holding the lock; returns
+/// Ok when asked to stop (after a last flush).
 async fn lead(
     conn: &mut PgConnection,
-    projection: &dyn Projection,
+    pool: &PgPool,
+    kind: Kind,
     config: &ProjectorConfig,
     wake: &mut watch::Receiver<u64>,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let name = projection.name();
+    let name = kind.name();
     let applied = metrics::counter!("murmur_projection_events_applied_total", "projection" => name);
+    let position = metrics::gauge!("murmur_projection_position", "projection" => name);
+    let mut projector = Projector::load(pool, kind, &config.settings()).await?;
+    position.set(projector.position().position as f64);
     let mut lag_measured: Option<Instant> = None;
-    let mut at = checkpoint(conn, name).await?;
-    record_position(name, at);
     loop {
         if *stop.borrow() {
-            return Ok(());
+            return projector.flush(conn).await;
         }
         // Mark notifications seen before reading, so one arriving meanwhile wakes us again.
         wake.borrow_and_update();
-        let outcome = run_once(conn, projection, config.batch_size).await?;
-        match outcome {
-            BatchOutcome::Applied { events, to } => {
+        let step = projector.step(conn, config.batch_size).await?;
+        let busy = match step {
+            Step::Applied { events, to } => {
                 applied.increment(events as u64);
-                record_position(name, to);
-                at = to;
+                position.set(to.position as f64);
+                events as i64 >= config.batch_size
             }
-            BatchOutcome::Stale => at = checkpoint(conn, name).await?,
-            BatchOutcome::Idle => {}
-        }
-        let busy = match outcome {
-            BatchOutcome::Applied { events, .. } => events as i64 >= config.batch_size,
-            BatchOutcome::Stale => true,
-            BatchOutcome::Idle => false,
+            Step::Idle => false,
         };
+        if projector.flush_due(!busy, config) {
+            projector.flush(conn).await?;
+        }
         // Counting the backlog costs a scan of it: at most once a second.
         if lag_measured.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            record_lag(name, lag(conn, at).await?);
+            let at = projector.position();
+            let head = checkpoint::lag(conn, at).await?;
+            let durable = checkpoint::events_between(conn, projector.durable(), at).await?;
+            record_lag(name, head, durable);
             lag_measured = Some(Instant::now());
         }
         if busy {
@@ -518,7 +547,9 @@ async fn lead(
         }
         // Committed events held back by an older transaction still in flight (anywhere in
         // the cluster) bring no further notification when it ends: look again soon.
-        let wait = if outcome == BatchOutcome::Idle && committed_after(conn, at).await? {
+        let held_back =
+            step == Step::Idle && checkpoint::committed_after(conn, projector.position()).await?;
+        let wait = if held_back {
             config.poll_interval.min(HELD_BACK_RETRY)
         } else {
             config.poll_interval
@@ -526,7 +557,7 @@ async fn lead(
         tokio::select! {
             _ = wake.changed() => {}
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => {}
         }
     }
 }

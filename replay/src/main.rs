@@ -48,8 +48,9 @@ enum Command {
         #[command(flatten)]
         replay: ReplayArgs,
     },
-    /// Rebuild into shadow tables and compare them with the live ones at the same log
-    /// position (row counts and checksums); exits 1 and shows differences if they disagree.
+    /// Fold the log up to the live checkpoints and compare the result with the live tables
+    /// row by row, as of one snapshot; exits 1 and names the first differing rows if they
+    /// disagree.
     Verify {
         #[command(flatten)]
         replay: ReplayArgs,
@@ -196,21 +197,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Rebuild { replay, .. } => {
             let options = options(&replay);
-            let projections = select(&replay.projection, &options.projector)?;
+            let projections = select(&replay.projection)?;
             let report = rebuild(&pool, projections, &options).await?;
+            let p = &report.phases;
             println!(
-                "rebuilt {}: {} events in {:.1}s ({:.0} events/s); checkpoint {}",
+                "rebuilt {}: {} events in {:.1}s ({:.0} events/s); checkpoint {}\n\
+                 read+fold {:.1}s, write {:.1}s, index {:.1}s, catch-up {:.1}s, swap {:.2}s",
                 report.projections.join(", "),
                 report.events,
                 report.seconds,
                 report.events_per_second,
-                report.checkpoint
+                report.checkpoint,
+                p.read_and_fold,
+                p.write,
+                p.index,
+                p.catch_up,
+                p.swap
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { replay } => {
             let options = options(&replay);
-            let projections = select(&replay.projection, &options.projector)?;
+            let projections = select(&replay.projection)?;
             let report = verify(&pool, projections, &options).await?;
             for table in &report.tables {
                 let at = report.at.get(table.projection).copied().unwrap_or_default();

@@ -1,22 +1,24 @@
-//! `rebuild` and `verify`: replay the whole log through the projections' own code
-//! (`runtime::apply_batch`, the live projectors' batch step) into shadow tables, then swap
-//! them in or compare them with the live ones.
+//! `rebuild` and `verify`: fold the whole log in memory with the projections' own states
+//! (the live projectors' code), then write the result into shadow tables and swap them in,
+//! or compare it with the live tables.
 //!
-//! Phases:
-//! 1. Bulk: one reader streams the log in commit order, batch after batch (the next batch is
-//!    read while the current one is applied); each projection applies it on its own
-//!    connection into its shadow schema, each batch its own short transaction. The shadows
-//!    are unlogged and lack the indexes `apply` never reads; after the load they are made
-//!    logged and those indexes are built (a rebuild only; verify compares rows).
-//! 2. Hand-over: one transaction locks the live checkpoint rows (`FOR UPDATE`): a live
-//!    projector's next batch waits on that row, so the live tables stop moving. The shadows
-//!    catch up (to the log's end for a rebuild, to exactly the live checkpoint for verify).
-//! 3. Rebuild: in that same transaction, the shadow tables replace the live ones and the
-//!    live checkpoint becomes the shadows' position; on commit the waiting live projector
-//!    sees its checkpoint moved (its compare-and-set fails), re-reads it and continues from
-//!    there, so nothing committed meanwhile is lost or applied twice.
-//!    Verify: a read-only snapshot is taken while the lock is held, the lock is released, and
-//!    the tables are compared in that snapshot.
+//! Rebuild, in phases:
+//! 1. Fold: one streaming read of the log in commit order (`LogStream`), every selected
+//!    projection folding each event into its in-memory state.
+//! 2. Write: each state is written with binary `COPY` into its shadow tables (one
+//!    connection per projection, in parallel), then the indexes only queries read are built.
+//! 3. Catch up, unlocked: the events committed meanwhile are applied and written as row
+//!    changes, until little is left. Nothing is locked yet, so the live projectors go on.
+//! 4. Hand-over: one transaction locks the live checkpoint rows (`FOR UPDATE`: a live
+//!    projector's next flush waits on them; the lock also gives the transaction an id,
+//!    which holds back every projector of the cluster, so this part is kept short), applies
+//!    the last few events, swaps the shadow tables in and sets the live checkpoints to the
+//!    shadows' position with their settings. The live leader's next flush then finds its
+//!    checkpoint moved, and it reloads from the new tables.
+//!
+//! Verify: one read-only snapshot gives the live tables and their checkpoints at one
+//! instant; the log is folded up to exactly those checkpoints and compared with the tables
+//! row by row. It takes no lock and writes nothing.
 //!
 //! Interrupting any phase (drop, Ctrl-C, kill -9, lost connection) rolls back the open
 //! transaction: the live tables are untouched, and the next run drops the leftover shadows.
@@ -27,11 +29,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures::future::BoxFuture;
-use murmur_projections::event::read_batch;
-use murmur_projections::read_model::names;
-use murmur_projections::runtime::{self, ProjectorConfig};
-use murmur_projections::{Position, Projection, StoredEvent};
-use sqlx::{PgConnection, PgPool, Row};
+use murmur_projections::log::checkpoint;
+use murmur_projections::log::read::{read_batch_of, LogStream};
+use murmur_projections::runtime::ProjectorConfig;
+use murmur_projections::store::verify::compare;
+pub use murmur_projections::store::verify::TableCheck;
+use murmur_projections::store::Snapshot;
+use murmur_projections::{AnyState, Kind, Position, StoredEvent};
+use sqlx::{PgConnection, PgPool};
 
 use crate::progress::{Progress, ProgressMode};
 use crate::shadow;
@@ -41,11 +46,11 @@ pub type BatchHook = Arc<dyn Fn(u64) -> BoxFuture<'static, ()> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Options {
-    /// Events per batch (per transaction).
+    /// Events per read (the hook and progress run between reads) and per catch-up batch.
     pub batch_size: i64,
-    /// The projections' configuration; must match the live projectors' (celebrity threshold).
+    /// The projections' configuration; its celebrity threshold is the rebuilt feeds'.
     pub projector: ProjectorConfig,
-    /// How long the hand-over may wait for the live projector's batch or readers' locks.
+    /// How long the hand-over may wait for the live projector's flush or readers' locks.
     pub lock_timeout: Duration,
     pub progress: ProgressMode,
     /// Tests use it to interrupt a rebuild or write events in the middle of one.
@@ -64,22 +69,20 @@ impl Default for Options {
     }
 }
 
-/// The projections named (all of them for an empty list), each once, in `names::ALL` order.
-pub fn select(
-    requested: &[String],
-    config: &ProjectorConfig,
-) -> anyhow::Result<Vec<Arc<dyn Projection>>> {
+/// The projections named (all of them for an empty list), each once, in `Kind::ALL` order.
+pub fn select(requested: &[String]) -> anyhow::Result<Vec<Kind>> {
     for name in requested {
-        if !names::ALL.contains(&name.as_str()) {
+        if Kind::from_name(name).is_none() {
+            let all: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
             bail!(
                 "unknown projection {name:?}; the projections are: {}",
-                names::ALL.join(", ")
+                all.join(", ")
             );
         }
     }
-    Ok(runtime::projections(config)
+    Ok(Kind::ALL
         .into_iter()
-        .filter(|p| requested.is_empty() || requested.iter().any(|n| n == p.name()))
+        .filter(|k| requested.is_empty() || requested.iter().any(|n| n == k.name()))
         .collect())
 }
 
@@ -87,19 +90,111 @@ pub fn select(
 /// so two rebuilds of one projection never share its shadow schema.
 const REBUILD_LOCK_CLASS: i32 = 0x7265_706c; // "repl"
 
-/// A projection being built into its shadow schema, on its own connection.
-struct Shadow {
-    projection: Arc<dyn Projection>,
-    conn: PgConnection,
-    /// The shadow's checkpoint.
+/// A connection of its own (session state: search path, advisory locks), never returned
+/// to the pool.
+async fn connect(pool: &PgPool) -> anyhow::Result<PgConnection> {
+    Ok(pool
+        .acquire()
+        .await
+        .context("connecting to the database")?
+        .detach())
+}
+
+/// A projection's state and how far it has folded the log.
+struct Folding {
+    state: AnyState,
     at: Position,
     /// Apply nothing beyond this (verify).
     until: Option<Position>,
 }
 
+impl Folding {
+    fn new(kind: Kind, options: &Options, until: Option<Position>) -> Self {
+        let mut state = kind.empty(&options.projector.settings());
+        // A fold writes (or compares) every row at the end; it tracks no changes.
+        state.set_tracking(false);
+        if let AnyState::Feeds(feeds) = &mut state {
+            feeds.keep_since();
+        }
+        Self {
+            state,
+            at: Position::START,
+            until,
+        }
+    }
+
+    fn apply(&mut self, events: &[StoredEvent], end: Position) {
+        for event in events {
+            if self.until.is_some_and(|u| event.position > u) {
+                break;
+            }
+            if event.position > self.at {
+                self.state.apply(event);
+            }
+        }
+        self.at = match self.until {
+            Some(until) => end.min(until).max(self.at),
+            None => end.max(self.at),
+        };
+    }
+}
+
+/// Seconds spent in each phase.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Phases {
+    pub read_and_fold: f64,
+    pub write: f64,
+    pub index: f64,
+    pub catch_up: f64,
+    /// The locked hand-over: the live projectors wait for this long at most.
+    pub swap: f64,
+}
+
+/// Streams the log after the least position of `folds` (up to `until`) through every fold.
+/// Returns the number of events read.
+async fn fold_log(
+    reader: &mut PgConnection,
+    folds: &mut [Folding],
+    until: Option<Position>,
+    options: &Options,
+    progress: &mut Progress,
+) -> anyhow::Result<u64> {
+    let Some(from) = folds.iter().map(|f| f.at).min() else {
+        return Ok(0);
+    };
+    let mut types: Vec<&str> = folds
+        .iter()
+        .flat_map(|f| f.state.kind().aggregate_types().iter().copied())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut stream = LogStream::open(reader, from, until, &types).await?;
+    let mut read = 0;
+    while let Some(events) = stream.next(options.batch_size.max(1) as usize).await? {
+        let end = stream.last.unwrap_or(from);
+        for fold in folds.iter_mut() {
+            fold.apply(&events, end);
+        }
+        let scanned = stream.scanned - read;
+        read = stream.scanned;
+        progress.advance(scanned);
+        if let Some(after_batch) = &options.after_batch {
+            after_batch(read).await;
+        }
+    }
+    stream.close().await?;
+    Ok(read)
+}
+
+/// A projection being rebuilt into its shadow schema, on its own connection.
+struct Shadow {
+    kind: Kind,
+    conn: PgConnection,
+}
+
 impl Shadow {
-    async fn open(pool: &PgPool, projection: Arc<dyn Projection>) -> anyhow::Result<Self> {
-        let name = projection.name();
+    async fn open(pool: &PgPool, kind: Kind) -> anyhow::Result<Self> {
+        let name = kind.name();
         let mut conn = connect(pool).await?;
         // Wait a little: the session of a rebuild interrupted a moment ago may still be
         // ending on the server.
@@ -115,7 +210,7 @@ impl Shadow {
         match locked {
             Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
-                bail!("{name} is being rebuilt or verified by another process")
+                bail!("{name} is being rebuilt by another process")
             }
             Err(e) => return Err(anyhow::Error::new(e).context("taking the rebuild lock")),
         }
@@ -123,150 +218,64 @@ impl Shadow {
             .execute(&mut conn)
             .await
             .context("resetting the lock timeout")?;
-        shadow::create(&mut conn, projection.as_ref())
+        shadow::create(&mut conn, kind)
             .await
             .with_context(|| format!("creating the shadow tables of {name}"))?;
         shadow::enter(&mut conn, name).await?;
-        // Losing the last shadow batches in a crash costs nothing: the shadow is dropped.
-        sqlx::query("SET synchronous_commit = off")
-            .execute(&mut conn)
-            .await
-            .context("setting synchronous_commit")?;
-        Ok(Self {
-            projection,
-            conn,
-            at: Position::START,
-            until: None,
-        })
+        Ok(Self { kind, conn })
     }
 
-    /// The events of `batch` (read after `cursor`) this shadow still has to apply.
-    fn slice<'a>(&self, batch: &'a [StoredEvent]) -> &'a [StoredEvent] {
-        let start = batch.partition_point(|e| e.position <= self.at);
-        let end = match self.until {
-            Some(until) => batch.partition_point(|e| e.position <= until),
-            None => batch.len(),
-        };
-        &batch[start..end.max(start)]
-    }
-
-    async fn apply(&mut self, batch: &[StoredEvent]) -> anyhow::Result<()> {
-        let events = self.slice(batch);
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        let to = last.position;
-        let name = self.projection.name();
-        if !runtime::apply_batch(&mut self.conn, self.projection.as_ref(), self.at, events)
+    /// Writes a fold's row changes into the shadow tables.
+    async fn write_changes(&mut self, fold: &mut Folding) -> anyhow::Result<()> {
+        let changes = fold.state.take_changes();
+        let mut tx = sqlx::Connection::begin(&mut self.conn).await?;
+        changes
+            .write(&mut tx)
             .await
-            .with_context(|| format!("rebuilding {name}"))?
-        {
-            bail!("the shadow checkpoint of {name} moved under the rebuild");
-        }
-        self.at = to;
+            .with_context(|| format!("catching up {}", self.kind.name()))?;
+        tx.commit().await.context("committing a catch-up")?;
         Ok(())
     }
 
     async fn close(mut self) -> anyhow::Result<()> {
-        shadow::drop_all(&mut self.conn, self.projection.name()).await?;
+        shadow::drop_all(&mut self.conn, self.kind.name()).await?;
         sqlx::Connection::close(self.conn).await.context("closing")
     }
 }
 
-/// A connection of its own (session state: search path, advisory locks), never returned
-/// to the pool.
-async fn connect(pool: &PgPool) -> anyhow::Result<PgConnection> {
-    Ok(pool
-        .acquire()
-        .await
-        .context("connecting to the database")?
-        .detach())
-}
-
-/// One rebuild or verify: the reader of the log, the shadows and the progress display.
-struct Replay {
-    names: Vec<&'static str>,
-    reader: PgConnection,
-    shadows: Vec<Shadow>,
-    progress: Progress,
-}
-
-impl Replay {
-    /// Creates fresh shadows of `projections` (each on its own connection).
-    async fn open(
-        pool: &PgPool,
-        projections: Vec<Arc<dyn Projection>>,
-        verb: &str,
-        options: &Options,
-    ) -> anyhow::Result<Self> {
-        let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
-        let mut reader = connect(pool).await?;
-        ensure_checkpoints(&mut reader, &names).await?;
-        let mut shadows = Vec::with_capacity(projections.len());
-        for projection in projections {
-            shadows.push(Shadow::open(pool, projection).await?);
-        }
-        let total = log_size(&mut reader).await?;
-        let label = format!("{verb} {}", names.join(", "));
-        Ok(Self {
-            names,
-            reader,
-            shadows,
-            progress: Progress::new(&label, total, options.progress),
-        })
-    }
-
-    /// Streams the log from the least shadow checkpoint through every shadow until the end
-    /// (or each shadow's `until`). Returns the number of events read. `hook`: call
-    /// `options.after_batch` (the bulk phase only).
-    async fn build(&mut self, options: &Options, hook: bool) -> anyhow::Result<u64> {
-        let Some(mut cursor) = self.shadows.iter().map(|s| s.at).min() else {
-            return Ok(0);
+/// Applies the committed events after the folds' positions, batch by batch, writing each
+/// batch's changes into the shadows, until a batch comes back with fewer than `until_below`
+/// events. Returns the number of events read.
+async fn catch_up(
+    reader: &mut PgConnection,
+    folds: &mut [Folding],
+    shadows: &mut [Shadow],
+    batch_size: i64,
+    until_below: i64,
+) -> anyhow::Result<u64> {
+    let mut read = 0;
+    loop {
+        let from = folds.iter().map(|f| f.at).min().unwrap_or(Position::START);
+        let batch = read_batch_of(reader, from, batch_size, None).await?;
+        let Some(end) = batch.end else {
+            return Ok(read);
         };
-        let mut read = 0u64;
-        let mut batch = read_batch(&mut self.reader, cursor, options.batch_size).await?;
-        while let Some(last) = batch.last() {
-            let beyond_all = self
-                .shadows
-                .iter()
-                .all(|s| s.until.is_some_and(|until| batch[0].position > until));
-            if beyond_all {
-                break;
-            }
-            cursor = last.position;
-            let applying =
-                futures::future::try_join_all(self.shadows.iter_mut().map(|s| s.apply(&batch)));
-            let (applied, next) = tokio::join!(
-                applying,
-                read_batch(&mut self.reader, cursor, options.batch_size)
-            );
-            applied?;
-            read += batch.len() as u64;
-            self.progress.advance(batch.len() as u64);
-            if let (true, Some(after_batch)) = (hook, &options.after_batch) {
-                after_batch(read).await;
-            }
-            batch = next?;
+        read += batch.scanned as u64;
+        for (fold, shadow) in folds.iter_mut().zip(shadows.iter_mut()) {
+            fold.apply(&batch.events, end);
+            shadow.write_changes(fold).await?;
         }
-        Ok(read)
-    }
-
-    /// Drops the shadows and closes the connections.
-    async fn close(self) -> anyhow::Result<()> {
-        for shadow in self.shadows {
-            shadow.close().await?;
+        if (batch.scanned as i64) < until_below {
+            return Ok(read);
         }
-        sqlx::Connection::close(self.reader)
-            .await
-            .context("closing")
     }
 }
 
-/// The hand-over transaction: holds the live checkpoint rows of `projections` locked.
-/// Returns the live checkpoints.
+/// The hand-over transaction: holds the live checkpoint rows of `kinds` locked. Returns the
+/// live checkpoints.
 async fn lock_live(
     tx: &mut PgConnection,
-    projections: &[&'static str],
+    kinds: &[Kind],
     lock_timeout: Duration,
 ) -> anyhow::Result<BTreeMap<String, Position>> {
     sqlx::query(&format!(
@@ -276,38 +285,23 @@ async fn lock_live(
     .execute(&mut *tx)
     .await
     .context("setting the lock timeout")?;
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
     let rows = sqlx::query(
         "SELECT projection, transaction_id::text AS xid, position FROM projection_checkpoints
          WHERE projection = ANY($1) ORDER BY projection FOR UPDATE",
     )
-    .bind(projections)
+    .bind(&names)
     .fetch_all(&mut *tx)
     .await
-    .context("locking the live checkpoints (is a live projector stuck in a batch?)")?;
+    .context("locking the live checkpoints (is a live projector stuck in a flush?)")?;
     rows.iter()
         .map(|row| {
-            let xid: String = row.try_get("xid")?;
             Ok((
-                row.try_get("projection")?,
-                Position::new(
-                    xid.parse().context("bad transaction id")?,
-                    row.try_get("position")?,
-                ),
+                sqlx::Row::try_get(row, "projection")?,
+                Position::from_row(row)?,
             ))
         })
         .collect()
-}
-
-async fn ensure_checkpoints(conn: &mut PgConnection, projections: &[&str]) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projection) SELECT unnest($1::text[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(projections)
-    .execute(conn)
-    .await
-    .context("creating checkpoints")?;
-    Ok(())
 }
 
 /// The log's highest position: the progress bar's estimate of the work.
@@ -329,85 +323,114 @@ pub struct RebuildReport {
     pub events_per_second: f64,
     /// The live checkpoint of every rebuilt projection after the swap.
     pub checkpoint: Position,
+    pub phases: Phases,
 }
 
-/// Rebuilds `projections` into shadow tables and swaps them in (one transaction).
+/// Rebuilds `kinds` into shadow tables and swaps them in (one transaction).
 pub async fn rebuild(
     pool: &PgPool,
-    projections: Vec<Arc<dyn Projection>>,
+    kinds: Vec<Kind>,
     options: &Options,
 ) -> anyhow::Result<RebuildReport> {
     let started = Instant::now();
-    let mut replay = Replay::open(pool, projections, "rebuilding", options).await?;
-    let mut events = replay.build(options, true).await?;
-    // Logged first: making a table logged rewrites it with its indexes, so indexes built
-    // before would be built twice.
-    futures::future::try_join_all(replay.shadows.iter_mut().map(|s| async {
-        shadow::set_logged(&mut s.conn, s.projection.as_ref()).await?;
-        shadow::create_deferred_indexes(&mut s.conn, s.projection.as_ref()).await
-    }))
-    .await?;
+    let names: Vec<&'static str> = kinds.iter().map(|k| k.name()).collect();
+    let mut reader = connect(pool).await?;
+    checkpoint::ensure(&mut reader, &names).await?;
+    let mut shadows = Vec::with_capacity(kinds.len());
+    for &kind in &kinds {
+        shadows.push(Shadow::open(pool, kind).await?);
+    }
+    let mut folds: Vec<Folding> = kinds
+        .iter()
+        .map(|&k| Folding::new(k, options, None))
+        .collect();
+    let mut progress = Progress::new(
+        &format!("rebuilding {}", names.join(", ")),
+        log_size(&mut reader).await?,
+        options.progress,
+    );
+    let mut phases = Phases::default();
 
+    let phase = Instant::now();
+    let mut events = fold_log(&mut reader, &mut folds, None, options, &mut progress).await?;
+    progress.finish();
+    phases.read_and_fold = phase.elapsed().as_secs_f64();
+
+    let phase = Instant::now();
+    futures::future::try_join_all(folds.iter().zip(shadows.iter_mut()).map(
+        |(fold, shadow)| async move {
+            fold.state
+                .write_all(&mut shadow.conn)
+                .await
+                .with_context(|| format!("writing {}", shadow.kind.name()))
+        },
+    ))
+    .await?;
+    phases.write = phase.elapsed().as_secs_f64();
+
+    let phase = Instant::now();
+    futures::future::try_join_all(
+        shadows
+            .iter_mut()
+            .map(|s| shadow::create_deferred_indexes(&mut s.conn, s.kind)),
+    )
+    .await?;
+    phases.index = phase.elapsed().as_secs_f64();
+
+    let phase = Instant::now();
+    for fold in &mut folds {
+        fold.state.set_tracking(true);
+    }
+    events += catch_up(
+        &mut reader,
+        &mut folds,
+        &mut shadows,
+        options.batch_size,
+        options.batch_size / 10,
+    )
+    .await?;
+    phases.catch_up = phase.elapsed().as_secs_f64();
+
+    let phase = Instant::now();
     let mut handover = connect(pool).await?;
     let mut tx = sqlx::Connection::begin(&mut handover).await?;
-    let live = lock_live(&mut tx, &replay.names, options.lock_timeout).await?;
-    events += replay.build(options, false).await?;
-    for shadow in &replay.shadows {
-        let name = shadow.projection.name();
+    let live = lock_live(&mut tx, &kinds, options.lock_timeout).await?;
+    events += catch_up(&mut reader, &mut folds, &mut shadows, options.batch_size, 1).await?;
+    for fold in &folds {
+        let name = fold.state.kind().name();
         let live = live.get(name).copied().unwrap_or(Position::START);
         // Cannot happen (every event the live projector applied is readable), but a swap
         // must never take the read models back in the log.
-        if shadow.at < live {
+        if fold.at < live {
             bail!(
                 "{name}: the rebuild reached {} but the live checkpoint is {live}",
-                shadow.at
+                fold.at
             );
         }
     }
-    replay.progress.finish();
-    let at = replay
-        .shadows
-        .first()
-        .map(|s| s.at)
-        .unwrap_or(Position::START);
-    for shadow in &replay.shadows {
-        shadow::swap(&mut tx, shadow.projection.as_ref()).await?;
-        sqlx::query(
-            "UPDATE projection_checkpoints
-             SET transaction_id = $2::text::xid8, position = $3, updated_at = now()
-             WHERE projection = $1",
-        )
-        .bind(shadow.projection.name())
-        .bind(shadow.at.transaction_id.to_string())
-        .bind(shadow.at.position)
-        .execute(&mut *tx)
-        .await
-        .context("writing the live checkpoint")?;
+    let at = folds.first().map(|f| f.at).unwrap_or(Position::START);
+    for fold in &folds {
+        let kind = fold.state.kind();
+        shadow::swap(&mut tx, kind).await?;
+        let settings = kind.identity(&options.projector.settings());
+        checkpoint::set(&mut tx, kind.name(), fold.at, &settings).await?;
     }
     tx.commit().await.context("committing the swap")?;
+    phases.swap = phase.elapsed().as_secs_f64();
     sqlx::Connection::close(handover).await.context("closing")?;
-    let projections = replay.names.clone();
-    replay.close().await?;
+    for shadow in shadows {
+        shadow.close().await?;
+    }
+    sqlx::Connection::close(reader).await.context("closing")?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(RebuildReport {
-        projections,
+        projections: names,
         events,
         seconds,
         events_per_second: events as f64 / seconds.max(1e-9),
         checkpoint: at,
+        phases,
     })
-}
-
-/// How one table of a projection compared.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct TableCheck {
-    pub projection: &'static str,
-    pub table: &'static str,
-    pub live_rows: i64,
-    pub rebuilt_rows: i64,
-    pub matches: bool,
-    /// A few rows found on one side only, as `only live: (...)` / `only rebuilt: (...)`.
-    pub differences: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -423,120 +446,49 @@ impl VerifyReport {
     }
 }
 
-/// Rows shown per side when a table differs.
-const SHOWN_DIFFERENCES: i64 = 5;
-
-/// Rebuilds `projections` into shadow tables up to exactly their live checkpoints and
-/// compares every table (row counts and an order-independent checksum of the rows).
+/// Folds the log up to exactly the live checkpoints of `kinds` and compares every table
+/// with the live one, as of one snapshot.
 pub async fn verify(
     pool: &PgPool,
-    projections: Vec<Arc<dyn Projection>>,
+    kinds: Vec<Kind>,
     options: &Options,
 ) -> anyhow::Result<VerifyReport> {
-    let mut replay = Replay::open(pool, projections, "verifying", options).await?;
-    // Bulk up to where the live projections are now (they only move forward).
-    for shadow in &mut replay.shadows {
-        let live = runtime::checkpoint(&mut replay.reader, shadow.projection.name()).await?;
-        shadow.until = Some(live);
+    let mut snapshot = Snapshot::begin(pool).await?;
+    let mut at = BTreeMap::new();
+    let mut folds = Vec::with_capacity(kinds.len());
+    for &kind in &kinds {
+        let live = checkpoint::checkpoint(snapshot.conn(), kind.name()).await?;
+        at.insert(kind.name().to_string(), live);
+        folds.push(Folding::new(kind, options, Some(live)));
     }
-    replay.build(options, true).await?;
-
-    let mut handover = connect(pool).await?;
-    let mut tx = sqlx::Connection::begin(&mut handover).await?;
-    let live = lock_live(&mut tx, &replay.names, options.lock_timeout).await?;
-    for shadow in &mut replay.shadows {
-        shadow.until = live.get(shadow.projection.name()).copied();
+    let mut reader = connect(pool).await?;
+    let until = at.values().copied().max();
+    let label = format!(
+        "verifying {}",
+        kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut progress = Progress::new(&label, log_size(&mut reader).await?, options.progress);
+    if let Some(until) = until.filter(|u| *u > Position::START) {
+        fold_log(&mut reader, &mut folds, Some(until), options, &mut progress).await?;
     }
-    replay.build(options, false).await?;
-    replay.progress.finish();
-    // The snapshot sees live and shadow tables at the same log position; read-only, it
-    // holds back no projector (it takes no transaction id).
-    let mut snapshot = connect(pool).await?;
-    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut snapshot)
-        .await
-        .context("starting the comparison snapshot")?;
-    sqlx::query("SELECT 1")
-        .execute(&mut snapshot)
-        .await
-        .context("taking the comparison snapshot")?;
-    tx.rollback()
-        .await
-        .context("releasing the live checkpoints")?;
-
+    progress.finish();
+    sqlx::Connection::close(reader).await.context("closing")?;
     let mut tables = Vec::new();
-    for shadow in &replay.shadows {
-        if shadow.until.is_some_and(|until| shadow.at != until) {
+    for fold in &folds {
+        let live = at[fold.state.kind().name()];
+        if fold.at != live {
             bail!(
-                "{}: could not bring the rebuild to the live checkpoint {:?} (at {})",
-                shadow.projection.name(),
-                shadow.until,
-                shadow.at
+                "{}: could not fold the log to the live checkpoint {live} (reached {})",
+                fold.state.kind().name(),
+                fold.at
             );
         }
-        for table in shadow.projection.tables() {
-            tables.push(
-                compare(&mut snapshot, shadow.projection.name(), table)
-                    .await
-                    .with_context(|| format!("comparing {table}"))?,
-            );
-        }
+        tables.extend(compare(snapshot.conn(), &fold.state).await?);
     }
-    sqlx::query("COMMIT")
-        .execute(&mut snapshot)
-        .await
-        .context("ending the comparison snapshot")?;
-    replay.close().await?;
-    for conn in [snapshot, handover] {
-        sqlx::Connection::close(conn).await.context("closing")?;
-    }
-    Ok(VerifyReport { at: live, tables })
-}
-
-async fn compare(
-    conn: &mut PgConnection,
-    projection: &'static str,
-    table: &'static str,
-) -> anyhow::Result<TableCheck> {
-    let shadow = shadow::schema(projection);
-    // Row count and the sum of a 64-bit hash of each row's text: order-independent and
-    // computed in one streaming pass.
-    let digest = |schema: &str| {
-        format!(
-            "SELECT count(*) AS n,
-                    coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0)::text AS h
-             FROM {schema}.{table} t"
-        )
-    };
-    let live = sqlx::query(&digest("public")).fetch_one(&mut *conn).await?;
-    let rebuilt = sqlx::query(&digest(&shadow)).fetch_one(&mut *conn).await?;
-    let (live_rows, rebuilt_rows): (i64, i64) = (live.try_get("n")?, rebuilt.try_get("n")?);
-    let matches = live_rows == rebuilt_rows
-        && live.try_get::<String, _>("h")? == rebuilt.try_get::<String, _>("h")?;
-    let differences = if matches {
-        vec![]
-    } else {
-        let one_side = |from: &str, minus: &str, label: &str| {
-            format!(
-                "(SELECT '{label}: ' || r FROM
-                    (SELECT t::text AS r FROM {from}.{table} t
-                     EXCEPT ALL SELECT t::text FROM {minus}.{table} t) d
-                  ORDER BY r LIMIT {SHOWN_DIFFERENCES})"
-            )
-        };
-        let sql = format!(
-            "{} UNION ALL {}",
-            one_side("public", &shadow, "only live"),
-            one_side(&shadow, "public", "only rebuilt")
-        );
-        sqlx::query_scalar(&sql).fetch_all(&mut *conn).await?
-    };
-    Ok(TableCheck {
-        projection,
-        table,
-        live_rows,
-        rebuilt_rows,
-        matches,
-        differences,
-    })
+    snapshot.finish().await?;
+    Ok(VerifyReport { at, tables })
 }

@@ -5,7 +5,7 @@
 //! [`swap`] moves the shadow tables into `public`; [`drop_all`] forgets a rebuild.
 
 use anyhow::{bail, Context};
-use murmur_projections::Projection;
+use murmur_projections::Kind;
 use sqlx::{PgConnection, Row};
 
 /// The shadow schema of a projection.
@@ -45,10 +45,10 @@ pub async fn drop_all(conn: &mut PgConnection, projection: &str) -> anyhow::Resu
 
 /// Creates the shadow schema of `projection` afresh: empty copies of its tables, with the
 /// same constraint and index names as the live ones (so they keep them after the swap).
-/// The copies are UNLOGGED (a bulk load then writes no WAL; a crash only loses a shadow,
-/// which a rerun rebuilds anyway): [`set_logged`] before swapping them in. The indexes
+/// The copies are logged from the start: written once by `COPY` (an unlogged copy would be
+/// rewritten whole to become logged before the swap). The indexes
 /// `apply` never reads are left out: [`create_deferred_indexes`] builds them after the load.
-pub async fn create(conn: &mut PgConnection, projection: &dyn Projection) -> anyhow::Result<()> {
+pub async fn create(conn: &mut PgConnection, projection: Kind) -> anyhow::Result<()> {
     let name = identifier(projection.name())?;
     drop_all(conn, name).await?;
     let shadow = schema(name);
@@ -63,7 +63,7 @@ pub async fn create(conn: &mut PgConnection, projection: &dyn Projection) -> any
     for table in projection.tables() {
         let table = identifier(table)?;
         ddl.push(format!(
-            "CREATE UNLOGGED TABLE {shadow}.{table} \
+            "CREATE TABLE {shadow}.{table} \
              (LIKE public.{table} INCLUDING ALL EXCLUDING INDEXES)"
         ));
         // Index-backed constraints first (ON CONFLICT needs them), then plain indexes.
@@ -147,7 +147,7 @@ fn on_shadow(def: &str, table: &str, shadow: &str) -> anyhow::Result<String> {
 /// loaded rows, which is faster than maintaining them row by row during the bulk load.
 pub async fn create_deferred_indexes(
     conn: &mut PgConnection,
-    projection: &dyn Projection,
+    projection: Kind,
 ) -> anyhow::Result<()> {
     let deferred = projection.deferred_indexes();
     if deferred.is_empty() {
@@ -186,27 +186,10 @@ pub async fn enter(conn: &mut PgConnection, projection: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// Makes the shadow tables of `projection` crash-safe like the live ones (one sequential
-/// rewrite each, logged in bulk).
-pub async fn set_logged(
-    conn: &mut PgConnection,
-    projection: &dyn Projection,
-) -> anyhow::Result<()> {
-    let shadow = schema(identifier(projection.name())?);
-    for table in projection.tables() {
-        let table = identifier(table)?;
-        sqlx::query(&format!("ALTER TABLE {shadow}.{table} SET LOGGED"))
-            .execute(&mut *conn)
-            .await
-            .with_context(|| format!("making {shadow}.{table} logged"))?;
-    }
-    Ok(())
-}
-
 /// Inside the caller's transaction: retires the live tables of `projection` and moves the
 /// shadow ones into `public` (names of tables, constraints and indexes are kept). The
 /// caller writes the live checkpoint in the same transaction and then calls [`drop_all`].
-pub async fn swap(tx: &mut PgConnection, projection: &dyn Projection) -> anyhow::Result<()> {
+pub async fn swap(tx: &mut PgConnection, projection: Kind) -> anyhow::Result<()> {
     let name = identifier(projection.name())?;
     let (shadow, retired) = (schema(name), retired(name));
     sqlx::query(&format!("CREATE SCHEMA {retired}"))

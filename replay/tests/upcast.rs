@@ -95,7 +95,7 @@ async fn a_v1_user_registered_loads_everywhere(pool: PgPool) {
         progress: ProgressMode::Off,
         ..Options::default()
     };
-    let profiles = select(&["profiles".into()], &options.projector).unwrap();
+    let profiles = select(&["profiles".into()]).unwrap();
     rebuild(&pool, profiles, &options).await.unwrap();
     let rebuilt: String = sqlx::query_scalar("SELECT display_name FROM profiles WHERE user_id = 7")
         .fetch_one(&pool)

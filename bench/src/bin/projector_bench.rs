@@ -104,7 +104,7 @@ async fn catch_up_timed(
     let mut total = 0.0;
     for projection in projections(config) {
         let started = Instant::now();
-        let applied = catch_up_projection(pool, projection.as_ref(), config.batch_size).await?;
+        let applied = catch_up_projection(pool, projection, config).await?;
         let secs = started.elapsed().as_secs_f64();
         total += secs;
         println!(
@@ -209,13 +209,17 @@ async fn main() -> Result<()> {
         })
         .collect();
     append(&pool, &mut clock, &events).await?;
-    let inbox_before: i64 = sqlx::query_scalar("SELECT count(*) FROM feed_inbox")
-        .fetch_one(&pool)
-        .await?;
+    let inbox_before: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(cardinality(post_ids)), 0)::bigint FROM feed_inbox",
+    )
+    .fetch_one(&pool)
+    .await?;
     catch_up_timed(&pool, &config, "post", events.len()).await?;
-    let inbox_after: i64 = sqlx::query_scalar("SELECT count(*) FROM feed_inbox")
-        .fetch_one(&pool)
-        .await?;
+    let inbox_after: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(cardinality(post_ids)), 0)::bigint FROM feed_inbox",
+    )
+    .fetch_one(&pool)
+    .await?;
     println!(
         "  post: {} inbox rows written ({:.1} per post)",
         inbox_after - inbox_before,

@@ -53,7 +53,7 @@ impl ReadRequest {
                     .ok_or_else(|| {
                         ApiError::BadRequest(format!(
                             "{MIN_POSITION_HEADER}: {}",
-                            murmur_projections::position::BadPosition
+                            murmur_projections::log::position::BadPosition
                         ))
                     })?,
             ),

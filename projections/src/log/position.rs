@@ -34,6 +34,23 @@ impl Position {
     }
 }
 
+/// The one row codec: a position is selected as `transaction_id::text AS xid, position`
+/// (`xid8` has no binary decoder in sqlx) and bound as `$n::text::xid8, $m`.
+impl Position {
+    /// Reads the `xid` and `position` columns of a row.
+    pub fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let xid: String = row.try_get("xid")?;
+        let transaction_id = xid.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok(Self::new(transaction_id, row.try_get("position")?))
+    }
+
+    /// The transaction id as text, for a `$n::text::xid8` parameter.
+    pub fn xid_text(&self) -> String {
+        self.transaction_id.to_string()
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.transaction_id, self.position)

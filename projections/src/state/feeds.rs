@@ -1,0 +1,715 @@
+//! The `feeds` state: the follow graph and home feeds.
+//!
+//! Posts are fanned out on write into inboxes (the author's own and every follower's),
+//! each holding the newest [`INBOX_CAP`] post ids. Authors with more than
+//! `celebrity_threshold` followers are celebrities: their posts stay out of followers'
+//! inboxes and are merged when a feed is read, from the reader's list of followed
+//! celebrities. They go back to fan-out only at 10% below the threshold, so one user
+//! following and unfollowing at the threshold cannot make every follower's inbox churn.
+//!
+//! Which posts of a followee belong in a feed is fixed by the follow: `feed_from`, the
+//! followee's [`FOLLOW_BACKFILL`]th newest post when the follow happened (0 if fewer). A
+//! follow copies those newest posts into the inbox; an unfollow removes the followee's
+//! posts; a deleted post leaves every inbox. Crossing the threshold moves a followee's
+//! posts between the two paths (out of inboxes going up; posts since `feed_from` back in,
+//! at most [`INBOX_CAP`], going down), so nothing is lost or shown twice.
+//!
+//! A post is only ever in the inboxes of its author and the author's current followers
+//! (unfollowing removes it, and it enters no other way), and never in a follower's inbox
+//! while its author is a celebrity: that bounds the work of a deletion.
+
+use chrono::{DateTime, Utc};
+use murmur_domain::{FollowEvent, MurmurEvent, PostEvent, PostId, UserId};
+use rustc_hash::FxHashMap;
+
+use super::ids::Ids;
+use super::Fold;
+use crate::StoredEvent;
+
+/// Entries kept per inbox; a reader never sees more feed entries than this.
+pub const INBOX_CAP: usize = 800;
+/// How many of a followee's newest posts a new follow brings into the follower's feed.
+pub const FOLLOW_BACKFILL: usize = 20;
+/// The default celebrity threshold.
+pub const DEFAULT_CELEBRITY_THRESHOLD: i64 = 10_000;
+
+#[derive(Debug, Default, Clone)]
+struct User {
+    /// Dense indexes of followers, ascending.
+    followers: Vec<u32>,
+    /// When each follower followed (parallel to `followers`, micros since the epoch); kept
+    /// only with [`FeedsState::keep_since`], since a live state never needs it.
+    since: Vec<i64>,
+    /// The celebrities this user follows (dense indexes, any order).
+    celebrities: Vec<u32>,
+    /// Post ids, ascending, at most [`INBOX_CAP`].
+    inbox: Vec<PostId>,
+    /// The user's own live posts, ascending.
+    posts: Vec<PostId>,
+    celebrity: bool,
+}
+
+/// A row of `follows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FollowRow {
+    pub follower_id: UserId,
+    pub followee_id: UserId,
+    pub since: DateTime<Utc>,
+    pub feed_from: PostId,
+}
+
+/// Row changes of the feeds tables; within a table, deletes are written before inserts.
+#[derive(Debug, Default)]
+pub struct FeedsChanges {
+    pub follows_deleted: Vec<(UserId, UserId)>,
+    pub follows_inserted: Vec<FollowRow>,
+    /// Whole inboxes as they stand (empty: no row).
+    pub inboxes: Vec<(UserId, Vec<PostId>)>,
+    /// (post, author)
+    pub posts_deleted: Vec<(PostId, UserId)>,
+    /// (post, author)
+    pub posts_inserted: Vec<(PostId, UserId)>,
+    pub celebrities_deleted: Vec<UserId>,
+    pub celebrities_inserted: Vec<UserId>,
+}
+
+impl FeedsChanges {
+    pub fn rows(&self) -> usize {
+        self.follows_deleted.len()
+            + self.follows_inserted.len()
+            + self.inboxes.len()
+            + self.posts_deleted.len()
+            + self.posts_inserted.len()
+            + self.celebrities_deleted.len()
+            + self.celebrities_inserted.len()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct EdgeChange {
+    /// The edge's row was in the durable copy before the first change.
+    was: bool,
+    /// Followed (at this time) by the last change; `None`: unfollowed.
+    since: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+struct Dirty {
+    edges: FxHashMap<(u32, u32), EdgeChange>,
+    inbox_flags: Vec<bool>,
+    inboxes: Vec<u32>,
+    /// Post -> (was in the durable copy, author).
+    posts: FxHashMap<PostId, (bool, u32)>,
+    /// Author -> was a celebrity in the durable copy.
+    celebrities: FxHashMap<u32, bool>,
+}
+
+pub struct FeedsState {
+    threshold: i64,
+    ids: Ids,
+    users: Vec<User>,
+    /// (follower, followee) -> `feed_from`, for the follows where it is not 0.
+    feed_from: FxHashMap<(u32, u32), PostId>,
+    /// Live posts -> author.
+    post_author: FxHashMap<PostId, u32>,
+    keep_since: bool,
+    tracking: bool,
+    dirty: Dirty,
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// Two distinct users of one vector, the first mutable; `None` if they are the same.
+fn pair(users: &mut [User], first: u32, second: u32) -> Option<(&mut User, &User)> {
+    let (i, j) = (first as usize, second as usize);
+    match i.cmp(&j) {
+        std::cmp::Ordering::Less => {
+            let (left, right) = users.split_at_mut(j);
+            Some((&mut left[i], &right[0]))
+        }
+        std::cmp::Ordering::Greater => {
+            let (left, right) = users.split_at_mut(i);
+            Some((&mut right[0], &left[j]))
+        }
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
+/// Inserts `post` into an ascending inbox capped at [`INBOX_CAP`]; whether it changed.
+fn inbox_insert(inbox: &mut Vec<PostId>, post: PostId) -> bool {
+    if inbox.len() >= INBOX_CAP && inbox.first().is_some_and(|&oldest| post < oldest) {
+        return false;
+    }
+    match inbox.binary_search(&post) {
+        Ok(_) => false,
+        Err(at) => {
+            inbox.insert(at, post);
+            if inbox.len() > INBOX_CAP {
+                inbox.drain(..inbox.len() - INBOX_CAP);
+            }
+            true
+        }
+    }
+}
+
+/// The union of an inbox and `posts` (ascending), capped at the newest [`INBOX_CAP`].
+fn inbox_merge(inbox: &mut Vec<PostId>, posts: &[PostId]) -> bool {
+    let before = inbox.len();
+    let oldest_kept = inbox.first().copied();
+    let mut merged = Vec::with_capacity((inbox.len() + posts.len()).min(INBOX_CAP * 2));
+    let (mut i, mut j) = (0, 0);
+    while i < inbox.len() || j < posts.len() {
+        let next = match (inbox.get(i), posts.get(j)) {
+            (Some(&a), Some(&b)) if a == b => {
+                i += 1;
+                j += 1;
+                a
+            }
+            (Some(&a), Some(&b)) if a < b => {
+                i += 1;
+                a
+            }
+            (Some(&a), None) => {
+                i += 1;
+                a
+            }
+            (_, Some(&b)) => {
+                j += 1;
+                b
+            }
+            (None, None) => break,
+        };
+        merged.push(next);
+    }
+    if merged.len() > INBOX_CAP {
+        merged.drain(..merged.len() - INBOX_CAP);
+    }
+    let changed = merged.len() != before || merged.first().copied() != oldest_kept;
+    *inbox = merged;
+    changed
+}
+
+/// Removes from an ascending inbox every post of the ascending `posts`; whether it changed.
+fn inbox_remove_all(inbox: &mut Vec<PostId>, posts: &[PostId]) -> bool {
+    let (Some(&first), Some(&last)) = (inbox.first(), inbox.last()) else {
+        return false;
+    };
+    let start = posts.partition_point(|&p| p < first);
+    let end = posts.partition_point(|&p| p <= last);
+    let posts = &posts[start..end];
+    if posts.is_empty() {
+        return false;
+    }
+    let before = inbox.len();
+    let mut j = 0;
+    inbox.retain(|&p| {
+        while j < posts.len() && posts[j] < p {
+            j += 1;
+        }
+        !(j < posts.len() && posts[j] == p)
+    });
+    inbox.len() != before
+}
+
+impl FeedsState {
+    pub fn new(celebrity_threshold: i64) -> Self {
+        Self {
+            threshold: celebrity_threshold,
+            ids: Ids::default(),
+            users: Vec::new(),
+            feed_from: FxHashMap::default(),
+            post_author: FxHashMap::default(),
+            keep_since: false,
+            tracking: true,
+            dirty: Dirty::default(),
+        }
+    }
+
+    pub fn celebrity_threshold(&self) -> i64 {
+        self.threshold
+    }
+
+    /// Keep every follow's time in memory, so that [`FeedsState::follows`] can list whole
+    /// rows (a rebuild or verify; a live state writes only the follows it saw happen).
+    pub fn keep_since(&mut self) {
+        self.keep_since = true;
+    }
+
+    /// At or below this many followers a celebrity goes back to fan-out.
+    fn back_to_fan_out(&self) -> i64 {
+        self.threshold - self.threshold / 10
+    }
+
+    fn user(&mut self, id: UserId) -> u32 {
+        let (i, new) = self.ids.intern(id);
+        if new {
+            self.users.push(User::default());
+        }
+        i
+    }
+
+    fn touch_inbox(&mut self, owner: u32) {
+        if !self.tracking {
+            return;
+        }
+        let slot = owner as usize;
+        let flags = &mut self.dirty.inbox_flags;
+        if flags.len() <= slot {
+            flags.resize(self.users.len().max(slot + 1), false);
+        }
+        if !flags[slot] {
+            flags[slot] = true;
+            self.dirty.inboxes.push(owner);
+        }
+    }
+
+    fn touch_edge(&mut self, key: (u32, u32), was: bool, since: Option<DateTime<Utc>>) {
+        if self.tracking {
+            let change = self
+                .dirty
+                .edges
+                .entry(key)
+                .or_insert(EdgeChange { was, since });
+            change.since = since;
+        }
+    }
+
+    fn touch_celebrity(&mut self, author: u32) {
+        if self.tracking {
+            let was = self.users[author as usize].celebrity;
+            self.dirty.celebrities.entry(author).or_insert(was);
+        }
+    }
+
+    fn touch_post(&mut self, post: PostId, was: bool, author: u32) {
+        if self.tracking {
+            self.dirty.posts.entry(post).or_insert((was, author));
+        }
+    }
+
+    fn insert_into_inbox(&mut self, owner: u32, post: PostId) {
+        if inbox_insert(&mut self.users[owner as usize].inbox, post) {
+            self.touch_inbox(owner);
+        }
+    }
+
+    fn remove_from_inbox(&mut self, owner: u32, post: PostId) {
+        let inbox = &mut self.users[owner as usize].inbox;
+        if let Ok(at) = inbox.binary_search(&post) {
+            inbox.remove(at);
+            self.touch_inbox(owner);
+        }
+    }
+
+    /// Takes `author`'s posts out of `owner`'s inbox.
+    fn remove_author_from_inbox(&mut self, owner: u32, author: u32) {
+        let Some((owner_user, author_user)) = pair(&mut self.users, owner, author) else {
+            return;
+        };
+        if inbox_remove_all(&mut owner_user.inbox, &author_user.posts) {
+            self.touch_inbox(owner);
+        }
+    }
+
+    /// `author`'s posts since `from` (the newest [`INBOX_CAP`] at most) into `owner`'s inbox.
+    fn merge_author_into_inbox(&mut self, owner: u32, author: u32, from: PostId) {
+        let Some((owner_user, author_user)) = pair(&mut self.users, owner, author) else {
+            return;
+        };
+        let posts = &author_user.posts;
+        let start = posts
+            .partition_point(|&p| p < from)
+            .max(posts.len().saturating_sub(INBOX_CAP));
+        if start < posts.len() && inbox_merge(&mut owner_user.inbox, &posts[start..]) {
+            self.touch_inbox(owner);
+        }
+    }
+
+    fn followed(&mut self, a: UserId, b: UserId, at: DateTime<Utc>) {
+        if a == b {
+            return;
+        }
+        let (ai, bi) = (self.user(a), self.user(b));
+        let followee = &mut self.users[bi as usize];
+        let Err(slot) = followee.followers.binary_search(&ai) else {
+            return;
+        };
+        followee.followers.insert(slot, ai);
+        if self.keep_since {
+            followee.since.insert(slot, micros(at));
+        }
+        let posts = &followee.posts;
+        let from = posts
+            .len()
+            .checked_sub(FOLLOW_BACKFILL)
+            .map_or(0, |k| posts[k]);
+        let followers = followee.followers.len() as i64;
+        let celebrity = followee.celebrity;
+        if from != 0 {
+            self.feed_from.insert((ai, bi), from);
+        }
+        self.touch_edge((ai, bi), false, Some(at));
+        if !celebrity && followers > self.threshold {
+            self.become_celebrity(bi);
+        } else if celebrity {
+            self.users[ai as usize].celebrities.push(bi);
+        } else {
+            self.merge_author_into_inbox(ai, bi, from);
+        }
+    }
+
+    fn unfollowed(&mut self, a: UserId, b: UserId) {
+        let (Some(ai), Some(bi)) = (self.ids.get(a), self.ids.get(b)) else {
+            return;
+        };
+        let followee = &mut self.users[bi as usize];
+        let Ok(slot) = followee.followers.binary_search(&ai) else {
+            return;
+        };
+        followee.followers.remove(slot);
+        if self.keep_since {
+            followee.since.remove(slot);
+        }
+        let followers = followee.followers.len() as i64;
+        let celebrity = followee.celebrity;
+        self.feed_from.remove(&(ai, bi));
+        self.touch_edge((ai, bi), true, None);
+        self.remove_author_from_inbox(ai, bi);
+        let followed = &mut self.users[ai as usize].celebrities;
+        if let Some(k) = followed.iter().position(|&c| c == bi) {
+            followed.swap_remove(k);
+        }
+        if celebrity && followers <= self.back_to_fan_out() {
+            self.stop_being_celebrity(bi);
+        }
+    }
+
+    fn become_celebrity(&mut self, author: u32) {
+        self.touch_celebrity(author);
+        self.users[author as usize].celebrity = true;
+        for k in 0..self.users[author as usize].followers.len() {
+            let follower = self.users[author as usize].followers[k];
+            self.remove_author_from_inbox(follower, author);
+            self.users[follower as usize].celebrities.push(author);
+        }
+    }
+
+    fn stop_being_celebrity(&mut self, author: u32) {
+        self.touch_celebrity(author);
+        self.users[author as usize].celebrity = false;
+        for k in 0..self.users[author as usize].followers.len() {
+            let follower = self.users[author as usize].followers[k];
+            let followed = &mut self.users[follower as usize].celebrities;
+            if let Some(j) = followed.iter().position(|&c| c == author) {
+                followed.swap_remove(j);
+            }
+            let from = self.feed_from_of(follower, author);
+            self.merge_author_into_inbox(follower, author, from);
+        }
+    }
+
+    fn feed_from_of(&self, follower: u32, followee: u32) -> PostId {
+        self.feed_from
+            .get(&(follower, followee))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn created(&mut self, post: PostId, author: UserId) {
+        let ai = self.user(author);
+        if self.post_author.contains_key(&post) {
+            return;
+        }
+        self.touch_post(post, false, ai);
+        self.post_author.insert(post, ai);
+        let posts = &mut self.users[ai as usize].posts;
+        let at = posts.partition_point(|&p| p < post);
+        posts.insert(at, post);
+        self.insert_into_inbox(ai, post);
+        if !self.users[ai as usize].celebrity {
+            for k in 0..self.users[ai as usize].followers.len() {
+                let follower = self.users[ai as usize].followers[k];
+                self.insert_into_inbox(follower, post);
+            }
+        }
+    }
+
+    fn deleted(&mut self, post: PostId) {
+        let Some(ai) = self.post_author.remove(&post) else {
+            return;
+        };
+        self.touch_post(post, true, ai);
+        let posts = &mut self.users[ai as usize].posts;
+        if let Ok(at) = posts.binary_search(&post) {
+            posts.remove(at);
+        }
+        self.remove_from_inbox(ai, post);
+        if !self.users[ai as usize].celebrity {
+            for k in 0..self.users[ai as usize].followers.len() {
+                let follower = self.users[ai as usize].followers[k];
+                self.remove_from_inbox(follower, post);
+            }
+        }
+    }
+}
+
+/// Reads.
+impl FeedsState {
+    /// A user's inbox, ascending (empty for a user the state has never seen).
+    pub fn inbox(&self, owner: UserId) -> &[PostId] {
+        self.ids
+            .get(owner)
+            .map_or(&[], |i| self.users[i as usize].inbox.as_slice())
+    }
+
+    /// The celebrities `reader` follows, each with the oldest of their posts the feed shows.
+    pub fn celebrities_followed(&self, reader: UserId) -> Vec<(UserId, PostId)> {
+        let Some(r) = self.ids.get(reader) else {
+            return vec![];
+        };
+        self.users[r as usize]
+            .celebrities
+            .iter()
+            .map(|&c| (self.ids.id(c), self.feed_from_of(r, c)))
+            .collect()
+    }
+
+    /// An author's live posts, ascending.
+    pub fn posts_of(&self, author: UserId) -> &[PostId] {
+        self.ids
+            .get(author)
+            .map_or(&[], |i| self.users[i as usize].posts.as_slice())
+    }
+
+    pub fn is_celebrity(&self, author: UserId) -> bool {
+        self.ids
+            .get(author)
+            .is_some_and(|i| self.users[i as usize].celebrity)
+    }
+
+    pub fn followers_count(&self, author: UserId) -> usize {
+        self.ids
+            .get(author)
+            .map_or(0, |i| self.users[i as usize].followers.len())
+    }
+
+    /// Every row of `follows`, grouped by followee; `since` needs [`FeedsState::keep_since`].
+    pub fn follows(&self) -> impl Iterator<Item = FollowRow> + '_ {
+        self.users.iter().enumerate().flat_map(move |(bi, user)| {
+            let followee_id = self.ids.id(bi as u32);
+            user.followers.iter().enumerate().map(move |(k, &ai)| {
+                let since = user.since.get(k).copied().unwrap_or_default();
+                FollowRow {
+                    follower_id: self.ids.id(ai),
+                    followee_id,
+                    since: DateTime::from_timestamp_micros(since).unwrap_or_default(),
+                    feed_from: self.feed_from_of(ai, bi as u32),
+                }
+            })
+        })
+    }
+
+    /// How many follows there are.
+    pub fn follows_count(&self) -> usize {
+        self.users.iter().map(|u| u.followers.len()).sum()
+    }
+
+    /// Every non-empty inbox: (owner, ascending post ids).
+    pub fn inboxes(&self) -> impl Iterator<Item = (UserId, &[PostId])> + '_ {
+        self.users
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| !u.inbox.is_empty())
+            .map(|(i, u)| (self.ids.id(i as u32), u.inbox.as_slice()))
+    }
+
+    /// Every live post as (post, author), ascending by post.
+    pub fn posts(&self) -> Vec<(PostId, UserId)> {
+        let mut rows: Vec<(PostId, UserId)> = self
+            .post_author
+            .iter()
+            .map(|(&p, &a)| (p, self.ids.id(a)))
+            .collect();
+        rows.sort_unstable();
+        rows
+    }
+
+    /// Every celebrity, ascending.
+    pub fn celebrities(&self) -> Vec<UserId> {
+        let mut rows: Vec<UserId> = (0..self.users.len())
+            .filter(|&i| self.users[i].celebrity)
+            .map(|i| self.ids.id(i as u32))
+            .collect();
+        rows.sort_unstable();
+        rows
+    }
+}
+
+/// Loading from the durable copy: rows in any order, then [`FeedsState::finish_load`].
+impl FeedsState {
+    pub fn load_post(&mut self, post: PostId, author: UserId) {
+        let ai = self.user(author);
+        self.post_author.insert(post, ai);
+        self.users[ai as usize].posts.push(post);
+    }
+
+    /// A follow without its time (a loaded state never lists whole `follows` rows).
+    pub fn load_follow(&mut self, follower: UserId, followee: UserId, feed_from: PostId) {
+        let (ai, bi) = (self.user(follower), self.user(followee));
+        self.users[bi as usize].followers.push(ai);
+        if feed_from != 0 {
+            self.feed_from.insert((ai, bi), feed_from);
+        }
+    }
+
+    pub fn load_celebrity(&mut self, author: UserId) {
+        let ai = self.user(author);
+        self.users[ai as usize].celebrity = true;
+    }
+
+    pub fn load_inbox(&mut self, owner: UserId, posts: Vec<PostId>) {
+        let oi = self.user(owner);
+        self.users[oi as usize].inbox = posts;
+    }
+
+    /// Sorts what loading pushed in any order and derives each reader's celebrities.
+    pub fn finish_load(&mut self) {
+        let keep_since = self.keep_since;
+        for user in &mut self.users {
+            if keep_since {
+                let mut pairs: Vec<(u32, i64)> = user
+                    .followers
+                    .iter()
+                    .copied()
+                    .zip(user.since.iter().copied())
+                    .collect();
+                pairs.sort_unstable();
+                (user.followers, user.since) = pairs.into_iter().unzip();
+            } else {
+                user.followers.sort_unstable();
+            }
+            user.followers.shrink_to_fit();
+            user.posts.sort_unstable();
+            user.posts.shrink_to_fit();
+            user.inbox.sort_unstable();
+            user.inbox.dedup();
+            user.inbox.shrink_to_fit();
+        }
+        for author in 0..self.users.len() {
+            if self.users[author].celebrity {
+                for k in 0..self.users[author].followers.len() {
+                    let follower = self.users[author].followers[k];
+                    self.users[follower as usize]
+                        .celebrities
+                        .push(author as u32);
+                }
+            }
+        }
+    }
+
+    pub fn reserve(&mut self, users: usize) {
+        self.ids.reserve(users);
+        self.users.reserve(users);
+    }
+}
+
+impl Fold for FeedsState {
+    type Changes = FeedsChanges;
+
+    fn apply(&mut self, stored: &StoredEvent) {
+        match &stored.event {
+            MurmurEvent::Follow(FollowEvent::Followed {
+                follower_id,
+                followee_id,
+            }) => self.followed(*follower_id, *followee_id, stored.metadata.time),
+            MurmurEvent::Follow(FollowEvent::Unfollowed {
+                follower_id,
+                followee_id,
+            }) => self.unfollowed(*follower_id, *followee_id),
+            MurmurEvent::Post(PostEvent::PostCreated {
+                post_id, author_id, ..
+            }) => self.created(*post_id, *author_id),
+            MurmurEvent::Post(PostEvent::PostDeleted { post_id, .. }) => self.deleted(*post_id),
+            MurmurEvent::Handle(_) | MurmurEvent::User(_) => {}
+        }
+    }
+
+    fn take_changes(&mut self) -> FeedsChanges {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut changes = FeedsChanges::default();
+        let mut edges: Vec<((u32, u32), EdgeChange)> = dirty.edges.into_iter().collect();
+        edges.sort_unstable_by_key(|&((a, b), _)| (self.ids.id(a), self.ids.id(b)));
+        for ((a, b), change) in edges {
+            let key = (self.ids.id(a), self.ids.id(b));
+            if change.was {
+                changes.follows_deleted.push(key);
+            }
+            if let Some(since) = change.since {
+                changes.follows_inserted.push(FollowRow {
+                    follower_id: key.0,
+                    followee_id: key.1,
+                    since,
+                    feed_from: self.feed_from_of(a, b),
+                });
+            }
+        }
+        let mut owners = dirty.inboxes;
+        owners.sort_unstable_by_key(|&o| self.ids.id(o));
+        for owner in owners {
+            changes
+                .inboxes
+                .push((self.ids.id(owner), self.users[owner as usize].inbox.clone()));
+        }
+        self.dirty.inbox_flags = dirty.inbox_flags;
+        self.dirty.inbox_flags.fill(false);
+        for (post, (was, author)) in dirty.posts {
+            match (was, self.post_author.contains_key(&post)) {
+                (true, false) => changes.posts_deleted.push((post, self.ids.id(author))),
+                (false, true) => changes.posts_inserted.push((post, self.ids.id(author))),
+                _ => {}
+            }
+        }
+        for (author, was) in dirty.celebrities {
+            match (was, self.users[author as usize].celebrity) {
+                (true, false) => changes.celebrities_deleted.push(self.ids.id(author)),
+                (false, true) => changes.celebrities_inserted.push(self.ids.id(author)),
+                _ => {}
+            }
+        }
+        changes
+    }
+
+    fn set_tracking(&mut self, on: bool) {
+        self.tracking = on;
+    }
+
+    fn pending_rows(&self) -> usize {
+        self.dirty.edges.len()
+            + self.dirty.inboxes.len()
+            + self.dirty.posts.len()
+            + self.dirty.celebrities.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inboxes_keep_the_newest_and_merge_as_sets() {
+        let mut inbox: Vec<PostId> = (1..=INBOX_CAP as i64).collect();
+        assert!(!inbox_insert(&mut inbox, 0), "older than a full inbox");
+        assert!(inbox_insert(&mut inbox, 1000));
+        assert_eq!((inbox[0], inbox.len()), (2, INBOX_CAP));
+        assert!(!inbox_insert(&mut inbox, 1000), "no duplicates");
+        assert!(inbox_merge(&mut inbox, &[1, 500, 1001, 1002]));
+        assert_eq!(inbox.len(), INBOX_CAP);
+        assert_eq!(&inbox[inbox.len() - 3..], &[1000, 1001, 1002]);
+        assert_eq!(inbox[0], 4);
+        assert!(inbox_remove_all(&mut inbox, &[3, 4, 5, 1001, 2000]));
+        assert_eq!(inbox.len(), INBOX_CAP - 3);
+        assert!(!inbox_remove_all(&mut inbox, &[1, 2, 3]));
+    }
+}

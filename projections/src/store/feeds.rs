@@ -1,0 +1,241 @@
+//! The durable copy of `feeds`: `follows` (one row per edge, which the follower and
+//! following lists also read), `feed_posts` (the projection's own index of live posts),
+//! `feed_inbox` (one row per reader: the inbox's post ids) and `feed_celebrities`.
+//!
+//! Inboxes are stored whole, one row each: a post fans out to thousands of inboxes, and a
+//! flush rewrites each touched inbox once however many posts reached it meanwhile, so the
+//! cost of persisting fan-out is bounded by the number of readers, not of deliveries.
+
+use anyhow::Context;
+use murmur_domain::{PostId, UserId};
+use sqlx::PgConnection;
+
+use super::copy::{copy_in, Fields};
+use super::Snapshot;
+use crate::state::feeds::FeedsChanges;
+use crate::state::{FeedsState, Fold};
+
+fn pair(f: &mut Fields<'_>) -> anyhow::Result<(i64, i64)> {
+    Ok((f.int8()?, f.int8()?))
+}
+
+fn triple(f: &mut Fields<'_>) -> anyhow::Result<(i64, i64, i64)> {
+    Ok((f.int8()?, f.int8()?, f.int8()?))
+}
+
+fn single(f: &mut Fields<'_>) -> anyhow::Result<i64> {
+    f.int8()
+}
+
+fn inbox(f: &mut Fields<'_>) -> anyhow::Result<(i64, Vec<i64>)> {
+    Ok((f.int8()?, f.int8_array()?))
+}
+
+pub async fn load(snapshot: &mut Snapshot, celebrity_threshold: i64) -> anyhow::Result<FeedsState> {
+    let mut state = FeedsState::new(celebrity_threshold);
+    state.set_tracking(false);
+    snapshot
+        .scan("feed_posts", "post_id, author_id", pair, |rows| {
+            for (post, author) in rows {
+                state.load_post(post, author);
+            }
+        })
+        .await?;
+    snapshot
+        .scan(
+            "follows",
+            "follower_id, followee_id, feed_from",
+            triple,
+            |rows| {
+                for (a, b, from) in rows {
+                    state.load_follow(a, b, from);
+                }
+            },
+        )
+        .await?;
+    snapshot
+        .scan("feed_celebrities", "author_id", single, |rows| {
+            for author in rows {
+                state.load_celebrity(author);
+            }
+        })
+        .await?;
+    snapshot
+        .scan("feed_inbox", "owner_id, post_ids", inbox, |rows| {
+            for (owner, posts) in rows {
+                state.load_inbox(owner, posts);
+            }
+        })
+        .await?;
+    state.finish_load();
+    state.set_tracking(true);
+    Ok(state)
+}
+
+pub async fn write_changes(conn: &mut PgConnection, c: &FeedsChanges) -> anyhow::Result<()> {
+    if !c.follows_deleted.is_empty() {
+        let (a, b): (Vec<UserId>, Vec<UserId>) = c.follows_deleted.iter().copied().unzip();
+        sqlx::query(
+            "DELETE FROM follows f USING UNNEST($1::bigint[], $2::bigint[]) AS e(a, b)
+             WHERE f.follower_id = e.a AND f.followee_id = e.b",
+        )
+        .bind(&a)
+        .bind(&b)
+        .execute(&mut *conn)
+        .await
+        .context("deleting follows")?;
+    }
+    if !c.follows_inserted.is_empty() {
+        let mut cols: (Vec<i64>, Vec<i64>, Vec<_>, Vec<i64>) = Default::default();
+        for r in &c.follows_inserted {
+            cols.0.push(r.follower_id);
+            cols.1.push(r.followee_id);
+            cols.2.push(r.since);
+            cols.3.push(r.feed_from);
+        }
+        sqlx::query(
+            "INSERT INTO follows (follower_id, followee_id, since, feed_from)
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[], $4::bigint[])",
+        )
+        .bind(&cols.0)
+        .bind(&cols.1)
+        .bind(&cols.2)
+        .bind(&cols.3)
+        .execute(&mut *conn)
+        .await
+        .context("inserting follows")?;
+    }
+    write_inboxes(conn, &c.inboxes).await?;
+    if !c.posts_deleted.is_empty() {
+        let (posts, authors): (Vec<PostId>, Vec<UserId>) = c.posts_deleted.iter().copied().unzip();
+        sqlx::query(
+            "DELETE FROM feed_posts p USING UNNEST($1::bigint[], $2::bigint[]) AS d(post, author)
+             WHERE p.author_id = d.author AND p.post_id = d.post",
+        )
+        .bind(&posts)
+        .bind(&authors)
+        .execute(&mut *conn)
+        .await
+        .context("unindexing posts")?;
+    }
+    if !c.posts_inserted.is_empty() {
+        let (posts, authors): (Vec<PostId>, Vec<UserId>) = c.posts_inserted.iter().copied().unzip();
+        sqlx::query(
+            "INSERT INTO feed_posts (post_id, author_id)
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[])",
+        )
+        .bind(&posts)
+        .bind(&authors)
+        .execute(&mut *conn)
+        .await
+        .context("indexing posts")?;
+    }
+    if !c.celebrities_deleted.is_empty() {
+        sqlx::query("DELETE FROM feed_celebrities WHERE author_id = ANY($1)")
+            .bind(&c.celebrities_deleted)
+            .execute(&mut *conn)
+            .await
+            .context("deleting celebrities")?;
+    }
+    if !c.celebrities_inserted.is_empty() {
+        sqlx::query("INSERT INTO feed_celebrities (author_id) SELECT * FROM UNNEST($1::bigint[])")
+            .bind(&c.celebrities_inserted)
+            .execute(&mut *conn)
+            .await
+            .context("inserting celebrities")?;
+    }
+    Ok(())
+}
+
+/// Rewrites whole inboxes (an empty one loses its row), staged through a binary `COPY`.
+async fn write_inboxes(
+    conn: &mut PgConnection,
+    inboxes: &[(UserId, Vec<PostId>)],
+) -> anyhow::Result<()> {
+    if inboxes.is_empty() {
+        return Ok(());
+    }
+    // A temporary table is found before any schema of the search path, shadows included.
+    sqlx::query(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS feed_inbox_stage
+             (owner_id bigint NOT NULL, post_ids bigint[] NOT NULL) ON COMMIT DELETE ROWS",
+    )
+    .execute(&mut *conn)
+    .await
+    .context("creating the inbox staging table")?;
+    copy_in(
+        conn,
+        "feed_inbox_stage (owner_id, post_ids)",
+        inboxes,
+        |w, (owner, posts)| {
+            w.row(2).int8(*owner).int8_array(posts);
+        },
+    )
+    .await?;
+    sqlx::query(
+        "DELETE FROM feed_inbox i USING feed_inbox_stage s
+         WHERE i.owner_id = s.owner_id AND cardinality(s.post_ids) = 0",
+    )
+    .execute(&mut *conn)
+    .await
+    .context("deleting emptied inboxes")?;
+    sqlx::query(
+        "INSERT INTO feed_inbox (owner_id, post_ids)
+         SELECT owner_id, post_ids FROM feed_inbox_stage WHERE cardinality(post_ids) > 0
+         ON CONFLICT (owner_id) DO UPDATE SET post_ids = EXCLUDED.post_ids",
+    )
+    .execute(&mut *conn)
+    .await
+    .context("writing inboxes")?;
+    sqlx::query("TRUNCATE feed_inbox_stage")
+        .execute(&mut *conn)
+        .await
+        .context("emptying the inbox staging table")?;
+    Ok(())
+}
+
+pub async fn write_all(conn: &mut PgConnection, state: &FeedsState) -> anyhow::Result<()> {
+    copy_in(
+        conn,
+        "follows (follower_id, followee_id, since, feed_from)",
+        state.follows(),
+        |w, r| {
+            w.row(4)
+                .int8(r.follower_id)
+                .int8(r.followee_id)
+                .timestamptz(r.since)
+                .int8(r.feed_from);
+        },
+    )
+    .await?;
+    copy_in(
+        conn,
+        "feed_posts (post_id, author_id)",
+        state.posts(),
+        |w, (post, author)| {
+            w.row(2).int8(post).int8(author);
+        },
+    )
+    .await?;
+    let mut inboxes: Vec<(UserId, &[PostId])> = state.inboxes().collect();
+    inboxes.sort_unstable_by_key(|(owner, _)| *owner);
+    copy_in(
+        conn,
+        "feed_inbox (owner_id, post_ids)",
+        inboxes,
+        |w, (owner, posts)| {
+            w.row(2).int8(owner).int8_array(posts);
+        },
+    )
+    .await?;
+    copy_in(
+        conn,
+        "feed_celebrities (author_id)",
+        state.celebrities(),
+        |w, author| {
+            w.row(1).int8(author);
+        },
+    )
+    .await?;
+    Ok(())
+}
