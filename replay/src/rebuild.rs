@@ -151,10 +151,11 @@ pub struct Phases {
 }
 
 /// Streams the log after the least position of `folds` (up to `until`) through every fold.
+/// Reading and decoding (this task) and folding (a blocking thread) run side by side.
 /// Returns the number of events read.
 async fn fold_log(
     reader: &mut PgConnection,
-    folds: &mut [Folding],
+    folds: &mut Vec<Folding>,
     until: Option<Position>,
     options: &Options,
     progress: &mut Progress,
@@ -169,20 +170,36 @@ async fn fold_log(
     types.sort_unstable();
     types.dedup();
     let mut stream = LogStream::open(reader, from, until, &types).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<StoredEvent>, Position)>(4);
+    let mut owned = std::mem::take(folds);
+    let folder = tokio::task::spawn_blocking(move || {
+        while let Some((events, end)) = rx.blocking_recv() {
+            for fold in owned.iter_mut() {
+                fold.apply(&events, end);
+            }
+        }
+        owned
+    });
     let mut read = 0;
-    while let Some(events) = stream.next(options.batch_size.max(1) as usize).await? {
-        let end = stream.last.unwrap_or(from);
-        for fold in folds.iter_mut() {
-            fold.apply(&events, end);
+    let streamed = async {
+        while let Some(events) = stream.next(options.batch_size.max(1) as usize).await? {
+            let end = stream.last.unwrap_or(from);
+            let scanned = stream.scanned - read;
+            read = stream.scanned;
+            if tx.send((events, end)).await.is_err() {
+                bail!("the fold stopped");
+            }
+            progress.advance(scanned);
+            if let Some(after_batch) = &options.after_batch {
+                after_batch(read).await;
+            }
         }
-        let scanned = stream.scanned - read;
-        read = stream.scanned;
-        progress.advance(scanned);
-        if let Some(after_batch) = &options.after_batch {
-            after_batch(read).await;
-        }
+        stream.close().await
     }
-    stream.close().await?;
+    .await;
+    drop(tx);
+    *folds = folder.await.context("the fold panicked")?;
+    streamed?;
     Ok(read)
 }
 

@@ -173,18 +173,20 @@ impl<'c> LogStream<'c> {
             .join(",");
         let until = until.map_or(String::new(), |u| {
             format!(
-                "AND (transaction_id, position) <= ('{}'::xid8, {})",
+                "AND (e.transaction_id, e.position) <= ('{}'::xid8, {})",
                 u.transaction_id, u.position
             )
         });
         let query = format!(
-            "SELECT transaction_id::text, position, aggregate_type, event_type, event_version,
-                    CASE WHEN aggregate_type IN ({types}) THEN payload::text END,
-                    metadata->>'time'
-             FROM events
-             WHERE (transaction_id, position) > ('{}'::xid8, {})
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) {until}
-             ORDER BY transaction_id, position",
+            // `e.` in ORDER BY: the xid8 column, not the text output column of that name.
+            "SELECT e.transaction_id::text AS xid, e.position, e.aggregate_type, e.event_type,
+                    e.event_version,
+                    CASE WHEN e.aggregate_type IN ({types}) THEN e.payload::text END,
+                    e.metadata->>'time'
+             FROM events e
+             WHERE (e.transaction_id, e.position) > ('{}'::xid8, {})
+               AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) {until}
+             ORDER BY e.transaction_id, e.position",
             after.transaction_id, after.position
         );
         Ok(Self {

@@ -35,7 +35,8 @@ pub const DEFAULT_CELEBRITY_THRESHOLD: i64 = 10_000;
 
 #[derive(Debug, Default, Clone)]
 struct User {
-    /// Dense indexes of followers, ascending.
+    /// Dense indexes of followers, in ascending order of their user ids (follows arrive
+    /// mostly in that order in bulk, so inserting is then mostly appending).
     followers: Vec<u32>,
     /// When each follower followed (parallel to `followers`, micros since the epoch); kept
     /// only with [`FeedsState::keep_since`], since a live state never needs it.
@@ -115,6 +116,8 @@ pub struct FeedsState {
     keep_since: bool,
     tracking: bool,
     dirty: Dirty,
+    /// Reused by inbox merges.
+    scratch: Vec<PostId>,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -155,10 +158,11 @@ fn inbox_insert(inbox: &mut Vec<PostId>, post: PostId) -> bool {
 }
 
 /// The union of an inbox and `posts` (ascending), capped at the newest [`INBOX_CAP`].
-fn inbox_merge(inbox: &mut Vec<PostId>, posts: &[PostId]) -> bool {
+/// `merged` is scratch space, reused so that a merge allocates nothing.
+fn inbox_merge(inbox: &mut Vec<PostId>, posts: &[PostId], merged: &mut Vec<PostId>) -> bool {
     let before = inbox.len();
     let oldest_kept = inbox.first().copied();
-    let mut merged = Vec::with_capacity((inbox.len() + posts.len()).min(INBOX_CAP * 2));
+    merged.clear();
     let (mut i, mut j) = (0, 0);
     while i < inbox.len() || j < posts.len() {
         let next = match (inbox.get(i), posts.get(j)) {
@@ -187,7 +191,10 @@ fn inbox_merge(inbox: &mut Vec<PostId>, posts: &[PostId]) -> bool {
         merged.drain(..merged.len() - INBOX_CAP);
     }
     let changed = merged.len() != before || merged.first().copied() != oldest_kept;
-    *inbox = merged;
+    if changed {
+        inbox.clear();
+        inbox.extend_from_slice(merged);
+    }
     changed
 }
 
@@ -224,6 +231,7 @@ impl FeedsState {
             keep_since: false,
             tracking: true,
             dirty: Dirty::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -322,7 +330,9 @@ impl FeedsState {
         let start = posts
             .partition_point(|&p| p < from)
             .max(posts.len().saturating_sub(INBOX_CAP));
-        if start < posts.len() && inbox_merge(&mut owner_user.inbox, &posts[start..]) {
+        if start < posts.len()
+            && inbox_merge(&mut owner_user.inbox, &posts[start..], &mut self.scratch)
+        {
             self.touch_inbox(owner);
         }
     }
@@ -332,8 +342,9 @@ impl FeedsState {
             return;
         }
         let (ai, bi) = (self.user(a), self.user(b));
+        let ids = &self.ids;
         let followee = &mut self.users[bi as usize];
-        let Err(slot) = followee.followers.binary_search(&ai) else {
+        let Err(slot) = followee.followers.binary_search_by_key(&a, |&f| ids.id(f)) else {
             return;
         };
         followee.followers.insert(slot, ai);
@@ -364,8 +375,9 @@ impl FeedsState {
         let (Some(ai), Some(bi)) = (self.ids.get(a), self.ids.get(b)) else {
             return;
         };
+        let ids = &self.ids;
         let followee = &mut self.users[bi as usize];
-        let Ok(slot) = followee.followers.binary_search(&ai) else {
+        let Ok(slot) = followee.followers.binary_search_by_key(&a, |&f| ids.id(f)) else {
             return;
         };
         followee.followers.remove(slot);
@@ -576,7 +588,7 @@ impl FeedsState {
 
     /// Sorts what loading pushed in any order and derives each reader's celebrities.
     pub fn finish_load(&mut self) {
-        let keep_since = self.keep_since;
+        let (keep_since, ids) = (self.keep_since, &self.ids);
         for user in &mut self.users {
             if keep_since {
                 let mut pairs: Vec<(u32, i64)> = user
@@ -585,10 +597,10 @@ impl FeedsState {
                     .copied()
                     .zip(user.since.iter().copied())
                     .collect();
-                pairs.sort_unstable();
+                pairs.sort_unstable_by_key(|&(f, _)| ids.id(f));
                 (user.followers, user.since) = pairs.into_iter().unzip();
             } else {
-                user.followers.sort_unstable();
+                user.followers.sort_unstable_by_key(|&f| ids.id(f));
             }
             user.followers.shrink_to_fit();
             user.posts.sort_unstable();
@@ -704,7 +716,11 @@ mod tests {
         assert!(inbox_insert(&mut inbox, 1000));
         assert_eq!((inbox[0], inbox.len()), (2, INBOX_CAP));
         assert!(!inbox_insert(&mut inbox, 1000), "no duplicates");
-        assert!(inbox_merge(&mut inbox, &[1, 500, 1001, 1002]));
+        assert!(inbox_merge(
+            &mut inbox,
+            &[1, 500, 1001, 1002],
+            &mut Vec::new()
+        ));
         assert_eq!(inbox.len(), INBOX_CAP);
         assert_eq!(&inbox[inbox.len() - 3..], &[1000, 1001, 1002]);
         assert_eq!(inbox[0], 4);
