@@ -85,10 +85,7 @@ impl Model {
                 }
                 if follow {
                     let recent = self.posts_of(b);
-                    let from = recent
-                        .get(FOLLOW_BACKFILL as usize - 1)
-                        .copied()
-                        .unwrap_or(0);
+                    let from = recent.get(FOLLOW_BACKFILL - 1).copied().unwrap_or(0);
                     self.follows.insert((a, b), (next_time, from));
                     vec![followed(a, b)]
                 } else {
@@ -151,7 +148,7 @@ impl Model {
                         .is_some_and(|(_, from)| *post >= from)
             })
             .map(|(post, _)| *post)
-            .take(INBOX_CAP as usize)
+            .take(INBOX_CAP)
             .collect()
     }
 }
