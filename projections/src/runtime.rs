@@ -95,10 +95,6 @@ impl Live {
     pub fn position(&self) -> Position {
         *self.position.borrow()
     }
-
-    pub fn subscribe(&self) -> watch::Receiver<Position> {
-        self.position.subscribe()
-    }
 }
 
 /// What one step of a projector did.

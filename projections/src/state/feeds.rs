@@ -74,18 +74,6 @@ pub struct FeedsChanges {
     pub celebrities_inserted: Vec<UserId>,
 }
 
-impl FeedsChanges {
-    pub fn rows(&self) -> usize {
-        self.follows_deleted.len()
-            + self.follows_inserted.len()
-            + self.inboxes.len()
-            + self.posts_deleted.len()
-            + self.posts_inserted.len()
-            + self.celebrities_deleted.len()
-            + self.celebrities_inserted.len()
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct EdgeChange {
     /// The edge's row was in the durable copy before the first change.
