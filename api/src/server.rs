@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use murmur_projections::runtime::{self as projectors, ProjectorConfig};
-use murmur_projections::{CheckpointView, PgReadModel, ReadModel};
+use murmur_projections::{CheckpointView, Image, MemReadModel, PgReadModel, ReadModel, Role};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::{oneshot, watch};
@@ -53,7 +53,8 @@ pub struct Server {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     http: JoinHandle<anyhow::Result<()>>,
-    projectors: Option<JoinHandle<anyhow::Result<()>>>,
+    projectors: JoinHandle<anyhow::Result<()>>,
+    image: Image,
     /// Keeps the read model's in-memory checkpoints current; stopped after HTTP, so that
     /// requests still waiting for a position keep being woken.
     checkpoints: (oneshot::Sender<()>, JoinHandle<()>),
@@ -72,6 +73,7 @@ pub fn state(
     config: Config,
     pool: PgPool,
     read_model: Arc<dyn ReadModel>,
+    image: Image,
 ) -> anyhow::Result<AppState> {
     let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
     Ok(AppState {
@@ -81,6 +83,7 @@ pub fn state(
         admin_token: config.admin_token.as_deref().map(Arc::from),
         config: Arc::new(config),
         pool,
+        image,
     })
 }
 
@@ -90,13 +93,14 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let no_projectors = config.no_projectors;
+    let role = if config.no_projectors {
+        Role::ReadNode
+    } else {
+        Role::Projector
+    };
     let projector_config = projector_config(&config);
-    if !no_projectors {
-        // Refuse to start, rather than fail in the background, on tables built otherwise.
-        projectors::check_settings(&pool, &projector_config).await?;
-    }
-    let pool_for_projectors = pool.clone();
+    // Refuse to start, rather than fail in the background, on tables built otherwise.
+    projectors::check_settings(&pool, &projector_config).await?;
     let checkpoints = CheckpointView::load(pool.clone())
         .await
         .context("reading the projection checkpoints")?;
@@ -104,8 +108,12 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     let checkpoint_listener = checkpoints.spawn_listener(async move {
         let _ = checkpoints_stopped.await;
     });
-    let read_model = Arc::new(PgReadModel::with_checkpoints(pool.clone(), checkpoints));
-    let state = state(config, pool, read_model)?;
+    // Reads come from the image the projector tasks keep (loaded in the background: until
+    // then queries answer 503 and /readyz says loading).
+    let image = Image::new(&projector_config.settings());
+    let tables = PgReadModel::with_checkpoints(pool.clone(), checkpoints);
+    let read_model = Arc::new(MemReadModel::new(image.clone(), tables));
+    let state = state(config, pool.clone(), read_model, image.clone())?;
     // Registrations a crash cut between the handle claim and UserRegistered; in the
     // background, since login and registering the handle again complete them on demand.
     let commands = state.commands.clone();
@@ -121,12 +129,12 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     });
     let app = http::router(state);
     let (stop, stopped) = watch::channel(false);
-    let projectors = (!no_projectors).then(|| {
+    let projectors = {
         let mut stopped = stopped.clone();
-        projectors::spawn(pool_for_projectors, projector_config, async move {
+        projectors::spawn_into(pool, projector_config, image.clone(), role, async move {
             let _ = stopped.wait_for(|s| *s).await;
         })
-    });
+    };
     let mut stopped = stopped;
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -143,10 +151,16 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
         http,
         projectors,
         checkpoints: (stop_checkpoints, checkpoint_listener),
+        image,
     })
 }
 
 impl Server {
+    /// Waits until the memory image is loaded: from then on queries answer (before, 503).
+    pub async fn ready(&self) {
+        self.image.loaded().await;
+    }
+
     /// Stops accepting connections, lets in-flight requests finish, stops the projectors
     /// and the checkpoint listener.
     pub async fn shutdown(self) -> anyhow::Result<()> {
@@ -158,9 +172,7 @@ impl Server {
             .await
             .context("checkpoint listener panicked")?;
         let served = served?;
-        if let Some(projectors) = self.projectors {
-            projectors.await.context("projector task panicked")??;
-        }
+        self.projectors.await.context("projector task panicked")??;
         served
     }
 }

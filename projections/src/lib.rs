@@ -12,13 +12,16 @@
 //! - [`projection`]: the list of projections ([`Kind`]) and [`AnyState`], through which the
 //!   runtime and `replay` drive them.
 //! - [`runtime`]: the leader loop that follows the log and flushes the durable copy.
-//! - [`read_model`]: the query side's interface, [`ReadModel`], with its error type;
-//!   [`pg_read_model`] implements it over the tables, [`checkpoints`] keeps their
-//!   checkpoints in memory for it; [`audit`] reads the log for the audit trail.
+//! - [`read_model`]: the query side's interface, [`ReadModel`], with its error type and
+//!   cursors; [`mem_read_model`] implements it over the memory image (what nodes serve),
+//!   [`pg_read_model`] over the tables (the lists, and the reference), [`checkpoints`]
+//!   keeps the tables' checkpoints in memory for it; [`audit`] reads the log for the audit
+//!   trail.
 
 pub mod audit;
 pub mod checkpoints;
 pub mod log;
+pub mod mem_read_model;
 pub mod pg_read_model;
 pub mod projection;
 pub mod read_model;
@@ -29,9 +32,12 @@ pub mod store;
 pub use checkpoints::CheckpointView;
 pub use log::position::Position;
 pub use log::read::StoredEvent;
+pub use mem_read_model::MemReadModel;
 pub use pg_read_model::PgReadModel;
 pub use projection::{AnyState, Kind};
 pub use read_model::{
-    Author, Page, PageRequest, PostItem, Profile, ReadError, ReadModel, UserListItem,
+    Author, Page, PageRequest, PostItem, Profile, ReadError, ReadModel, Reads, UserListItem,
 };
-pub use runtime::{catch_up, run, spawn, status, ProjectionStatus, ProjectorConfig, Step};
+pub use runtime::{
+    catch_up, run, spawn, status, Image, ProjectionStatus, ProjectorConfig, Role, Step,
+};

@@ -1,10 +1,7 @@
-//! [`ReadModel`] over the PostgreSQL read-model tables: keyed lookups and keyset pages only.
-//!
-//! Cursors are base64url (no padding) of the keyset key in text: `<post id>:<entries shown>`
-//! for feeds, `<post id>` for post lists, `<since, µs>:<user id>` for user lists.
+//! [`ReadModel`] over the PostgreSQL read-model tables: keyed lookups and keyset pages only
+//! (cursors: [`read_model::cursor`]). The reference the memory-served read model is
+//! compared with, and what serves the follower and following lists.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use murmur_domain::{PostId, UserId};
 use std::time::Duration;
@@ -18,7 +15,8 @@ use crate::state::feeds;
 /// A feed shows at most this many entries, whichever path they came by.
 const INBOX_CAP: i64 = feeds::INBOX_CAP as i64;
 use crate::read_model::{
-    self, Author, Page, PageRequest, PostItem, Profile, ReadError, ReadModel, UserListItem,
+    self, cursor, split_page, Author, Page, PageRequest, PostItem, Profile, ReadError, ReadModel,
+    UserListItem,
 };
 use crate::Position;
 
@@ -46,24 +44,6 @@ impl PgReadModel {
             checkpoints: Some(checkpoints),
         }
     }
-}
-
-fn encode_cursor(parts: &[i64]) -> String {
-    let text: Vec<String> = parts.iter().map(i64::to_string).collect();
-    URL_SAFE_NO_PAD.encode(text.join(":"))
-}
-
-/// The `N` numbers of a cursor this module issued; `BadCursor` for anything else.
-fn decode_cursor<const N: usize>(cursor: &str) -> Result<[i64; N], ReadError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| ReadError::BadCursor)?;
-    let text = String::from_utf8(bytes).map_err(|_| ReadError::BadCursor)?;
-    let numbers: Vec<i64> = text
-        .split(':')
-        .map(|part| part.parse().map_err(|_| ReadError::BadCursor))
-        .collect::<Result<_, _>>()?;
-    numbers.try_into().map_err(|_| ReadError::BadCursor)
 }
 
 // Statements are `&'static str` (no per-request formatting): sqlx prepares each once per
@@ -137,13 +117,6 @@ fn post_page_rows(rows: &[PgRow]) -> Result<(Vec<PostId>, Vec<Option<PostItem>>)
     Ok((keys, items))
 }
 
-/// Splits `limit + 1` fetched keys into the page's keys and whether more follow.
-fn split_page<T>(mut keys: Vec<T>, limit: usize) -> (Vec<T>, bool) {
-    let more = keys.len() > limit;
-    keys.truncate(limit);
-    (keys, more)
-}
-
 /// The `listed` side of a user's edges (the user being the `of` side), newest first.
 macro_rules! user_list {
     ($listed:literal, $of:literal) => {
@@ -176,7 +149,7 @@ impl PgReadModel {
     ) -> Result<Page<UserListItem>, ReadError> {
         let (since, id) = match &page.cursor {
             Some(cursor) => {
-                let [micros, id] = decode_cursor::<2>(cursor)?;
+                let [micros, id] = cursor::decode::<2>(cursor)?;
                 let since =
                     DateTime::<Utc>::from_timestamp_micros(micros).ok_or(ReadError::BadCursor)?;
                 (since, id)
@@ -204,7 +177,7 @@ impl PgReadModel {
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let (items, more) = split_page(items, limit);
         let next_cursor = match items.last() {
-            Some(last) if more => Some(encode_cursor(&[last.since.timestamp_micros(), last.id])),
+            Some(last) if more => Some(cursor::encode(&[last.since.timestamp_micros(), last.id])),
             _ => None,
         };
         Ok(Page { items, next_cursor })
@@ -230,16 +203,7 @@ impl ReadModel for PgReadModel {
     }
 
     async fn feed(&self, user: UserId, page: &PageRequest) -> Result<Page<PostItem>, ReadError> {
-        let (before, shown) = match &page.cursor {
-            Some(cursor) => {
-                let [before, shown] = decode_cursor::<2>(cursor)?;
-                if !(0..=INBOX_CAP).contains(&shown) {
-                    return Err(ReadError::BadCursor);
-                }
-                (before, shown)
-            }
-            None => (i64::MAX, 0),
-        };
+        let (before, shown) = cursor::feed_start(page.cursor.as_deref(), INBOX_CAP)?;
         // A feed shows at most INBOX_CAP entries in all, whichever path they came by.
         let limit = (page.limit as i64).min(INBOX_CAP - shown).max(0);
         if limit == 0 {
@@ -274,7 +238,7 @@ impl ReadModel for PgReadModel {
         let (ids, more) = split_page(ids, limit as usize);
         let shown = shown + ids.len() as i64;
         let next_cursor = match ids.last() {
-            Some(last) if more && shown < INBOX_CAP => Some(encode_cursor(&[*last, shown])),
+            Some(last) if more && shown < INBOX_CAP => Some(cursor::encode(&[*last, shown])),
             _ => None,
         };
         Ok(Page {
@@ -289,7 +253,7 @@ impl ReadModel for PgReadModel {
         page: &PageRequest,
     ) -> Result<Page<PostItem>, ReadError> {
         let before = match &page.cursor {
-            Some(cursor) => decode_cursor::<1>(cursor)?[0],
+            Some(cursor) => cursor::decode::<1>(cursor)?[0],
             None => i64::MAX,
         };
         let limit = page.limit as usize;
@@ -305,7 +269,7 @@ impl ReadModel for PgReadModel {
         let (ids, items) = post_page_rows(&rows)?;
         let (ids, more) = split_page(ids, limit);
         let next_cursor = match ids.last() {
-            Some(last) if more => Some(encode_cursor(&[*last])),
+            Some(last) if more => Some(cursor::encode(&[*last])),
             _ => None,
         };
         Ok(Page {

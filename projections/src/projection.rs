@@ -37,6 +37,15 @@ macro_rules! by_kind {
 impl Kind {
     pub const ALL: [Kind; 3] = [Kind::Profiles, Kind::Posts, Kind::Feeds];
 
+    /// Its place in [`Kind::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Kind::Profiles => 0,
+            Kind::Posts => 1,
+            Kind::Feeds => 2,
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Kind> {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }

@@ -66,6 +66,9 @@ pub enum ReadError {
     /// The client sent a cursor this read model did not issue (answer 400).
     #[error("malformed cursor")]
     BadCursor,
+    /// The read model is still loading (answer 503).
+    #[error("the read model is loading")]
+    Loading,
     #[error("read model unavailable: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -80,6 +83,26 @@ pub mod names {
     pub const GRAPH: &str = FEEDS;
     /// Every projection, once each.
     pub const ALL: [&str; 3] = [PROFILES, POSTS, FEEDS];
+}
+
+/// What a query reads, so that its answer carries the progress of just that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// These projections' state (held in memory by a memory-served read model).
+    State(&'static [&'static str]),
+    /// The follower and following lists, which are always read from the tables (their
+    /// timestamps do not fit the memory budget), so from the durable copies' progress.
+    FollowLists,
+}
+
+impl Reads {
+    /// The projections read.
+    pub fn projections(self) -> &'static [&'static str] {
+        match self {
+            Reads::State(projections) => projections,
+            Reads::FollowLists => &[names::PROFILES, names::GRAPH],
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -121,6 +144,20 @@ pub trait ReadModel: Send + Sync {
     ) -> Result<Position, ReadError> {
         poll_progress(self, projections, min, timeout).await
     }
+    /// How far what `reads` reads has applied the log.
+    async fn progress_of(&self, reads: Reads) -> Result<Position, ReadError> {
+        self.progress(reads.projections()).await
+    }
+    /// [`ReadModel::progress_reaching`] for what `reads` reads.
+    async fn progress_of_reaching(
+        &self,
+        reads: Reads,
+        min: Position,
+        timeout: Duration,
+    ) -> Result<Position, ReadError> {
+        self.progress_reaching(reads.projections(), min, timeout)
+            .await
+    }
 }
 
 /// [`ReadModel::progress_reaching`] by asking [`ReadModel::progress`] again and again (no
@@ -145,4 +182,54 @@ pub async fn poll_progress<R: ReadModel + ?Sized>(
         tokio::time::sleep(interval).await;
         interval = (interval * 2).min(MAX_POLL);
     }
+}
+
+/// Cursors are base64url (no padding) of the keyset key in text: `<post id>:<entries shown>`
+/// for feeds, `<post id>` for post lists, `<since, µs>:<user id>` for user lists. Every
+/// read model issues and accepts the same ones.
+pub mod cursor {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    use super::ReadError;
+
+    pub fn encode(parts: &[i64]) -> String {
+        let text: Vec<String> = parts.iter().map(i64::to_string).collect();
+        URL_SAFE_NO_PAD.encode(text.join(":"))
+    }
+
+    /// The `N` numbers of a cursor [`encode`] made; `BadCursor` for anything else.
+    pub fn decode<const N: usize>(cursor: &str) -> Result<[i64; N], ReadError> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| ReadError::BadCursor)?;
+        let text = String::from_utf8(bytes).map_err(|_| ReadError::BadCursor)?;
+        let numbers: Vec<i64> = text
+            .split(':')
+            .map(|part| part.parse().map_err(|_| ReadError::BadCursor))
+            .collect::<Result<_, _>>()?;
+        numbers.try_into().map_err(|_| ReadError::BadCursor)
+    }
+
+    /// Where a feed page starts: below which post id, after how many entries shown (at most
+    /// `cap`, the most a feed shows in all).
+    pub fn feed_start(cursor: Option<&str>, cap: i64) -> Result<(i64, i64), ReadError> {
+        match cursor {
+            Some(cursor) => {
+                let [before, shown] = decode::<2>(cursor)?;
+                if !(0..=cap).contains(&shown) {
+                    return Err(ReadError::BadCursor);
+                }
+                Ok((before, shown))
+            }
+            None => Ok((i64::MAX, 0)),
+        }
+    }
+}
+
+/// Splits `limit + 1` fetched keys into the page's keys and whether more follow.
+pub(crate) fn split_page<T>(mut keys: Vec<T>, limit: usize) -> (Vec<T>, bool) {
+    let more = keys.len() > limit;
+    keys.truncate(limit);
+    (keys, more)
 }

@@ -137,6 +137,10 @@ impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::BadCursor => Self::BadRequest("malformed cursor".into()),
+            ReadError::Loading => Self::Unavailable {
+                detail: "the read model is still loading; retry later".into(),
+                retry_after_secs: 1,
+            },
             ReadError::Database(e) => Self::Internal(anyhow::Error::new(e).context("read model")),
         }
     }

@@ -15,6 +15,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use murmur_projections::Kind;
+
 use super::error::Problem;
 use super::extractor::Json;
 use super::{ApiError, AppState};
@@ -105,9 +107,21 @@ pub async fn healthz() -> Json<Health> {
 pub struct Readiness {
     #[schema(example = "ok")]
     pub status: &'static str,
-    /// Each projection's checkpoint and lag behind the event log.
+    /// Each projection's durable copy: its checkpoint and lag behind the event log.
     #[schema(value_type = Vec<Object>)]
     pub projections: Vec<murmur_projections::ProjectionStatus>,
+    /// Each projection's state in this node's memory (what queries read): its position and
+    /// lag behind the event log.
+    pub memory: Vec<MemoryStatus>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemoryStatus {
+    pub name: &'static str,
+    #[schema(value_type = String, example = "812:40")]
+    pub position: murmur_projections::Position,
+    /// Committed events not applied in memory yet.
+    pub lag_events: i64,
 }
 
 /// The database answers; reports how far each projection has got.
@@ -117,7 +131,7 @@ pub struct Readiness {
     tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "The database does not answer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer, or the projections are still loading", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
@@ -135,9 +149,28 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
     let projections = murmur_projections::status(&state.pool)
         .await
         .map_err(unavailable)?;
+    if !state.image.is_loaded() {
+        return Err(ApiError::Unavailable {
+            detail: "the projections are still loading into memory".into(),
+            retry_after_secs: 1,
+        });
+    }
+    let mut memory = Vec::with_capacity(Kind::ALL.len());
+    for kind in Kind::ALL {
+        let position = state.image.get(kind).position();
+        let lag_events = murmur_projections::runtime::memory_lag(&state.pool, position)
+            .await
+            .map_err(unavailable)?;
+        memory.push(MemoryStatus {
+            name: kind.name(),
+            position,
+            lag_events,
+        });
+    }
     Ok(Json(Readiness {
         status: "ok",
         projections,
+        memory,
     }))
 }
 

@@ -41,6 +41,8 @@ pub struct AppState {
     pub read_model: Arc<dyn ReadModel>,
     pub tokens: Arc<TokenKeys>,
     pub admin_token: Option<Arc<str>>,
+    /// The memory image queries read (kept by the projector tasks).
+    pub image: murmur_projections::Image,
 }
 
 /// The whole API.

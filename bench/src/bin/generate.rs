@@ -36,6 +36,9 @@ struct Args {
     token_users: u64,
     #[arg(long, env = "MURMUR_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Only write `--tokens` for the dataset this scale and seed give (already generated).
+    #[arg(long, requires = "tokens")]
+    tokens_only: bool,
     /// Also write the report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -44,6 +47,19 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // Checked before a generation that can take many minutes, not after it.
+    let secret = match &args.tokens {
+        Some(_) => Some(
+            args.jwt_secret
+                .as_deref()
+                .context("--tokens needs MURMUR_JWT_SECRET (the server's secret)")?,
+        ),
+        None => None,
+    };
+    if args.tokens_only {
+        let users = murmur_bench::generate::Counts::at_scale(args.scale)?.users;
+        return write_tokens(&args, secret, users);
+    }
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&args.database_url)
@@ -80,12 +96,13 @@ async fn main() -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.tokens {
-        let secret = args
-            .jwt_secret
-            .as_deref()
-            .context("--tokens needs MURMUR_JWT_SECRET (the server's secret)")?;
-        let users = tokens::sample_users(c.users, args.token_users, args.seed);
+    write_tokens(&args, secret, c.users)
+}
+
+/// `--tokens`, if asked, for a dataset of `users` users.
+fn write_tokens(args: &Args, secret: Option<&str>, users: u64) -> Result<()> {
+    if let (Some(path), Some(secret)) = (&args.tokens, secret) {
+        let users = tokens::sample_users(users, args.token_users, args.seed);
         tokens::write_file(path, secret, &users)?;
         println!("{} tokens in {}", users.len(), path.display());
     }

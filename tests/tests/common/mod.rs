@@ -66,6 +66,8 @@ impl TestServer {
         let server = server::start(config, pool.clone())
             .await
             .expect("starting the server");
+        // Queries answer 503 until the projections are in memory.
+        server.ready().await;
         Self {
             base: format!("http://{}", server.addr),
             client: reqwest::Client::builder()
@@ -192,6 +194,26 @@ impl TestServer {
             }
         }
         self.read_once(path, token, min_position).await
+    }
+
+    /// Waits until every projection's durable copy (its tables) has applied `position`:
+    /// reads are served from memory, and the tables may trail it by a flush.
+    pub async fn durable_at_least(&self, position: &str) {
+        let min: murmur_projections::Position = position.parse().expect("a position");
+        for _ in 0..600 {
+            let at = murmur_projections::checkpoints::read_all(&self.pool)
+                .await
+                .expect("reading the checkpoints");
+            let least = murmur_projections::checkpoints::least(
+                &at,
+                &murmur_projections::read_model::names::ALL,
+            );
+            if least >= min {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the durable copies did not reach {position}");
     }
 
     /// `GET path` with `X-Murmur-Min-Position`, answered as it comes.

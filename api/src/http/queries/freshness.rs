@@ -9,7 +9,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use murmur_projections::Position;
+use murmur_projections::{Position, Reads};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -73,7 +73,7 @@ impl ReadRequest {
     pub async fn answer<T, F>(
         &self,
         state: &AppState,
-        projections: &[&str],
+        reads: Reads,
         read: F,
     ) -> Result<Response, ApiError>
     where
@@ -81,7 +81,7 @@ impl ReadRequest {
         F: Future<Output = Result<T, ApiError>>,
     {
         // Read before the data, so the data is at least as new as the header says.
-        let position = self.wait_for(state, projections).await?;
+        let position = self.wait_for(state, reads).await?;
         let mut response = match read.await {
             Ok(value) => self.json(&value)?,
             Err(e) => e.into_response(),
@@ -95,13 +95,13 @@ impl ReadRequest {
 
     /// The projections' progress, once it has reached `min_position` (if any); 503 after
     /// [`MAX_WAIT`].
-    async fn wait_for(&self, state: &AppState, projections: &[&str]) -> Result<Position, ApiError> {
+    async fn wait_for(&self, state: &AppState, reads: Reads) -> Result<Position, ApiError> {
         let Some(min) = self.min_position else {
-            return Ok(state.read_model.progress(projections).await?);
+            return Ok(state.read_model.progress_of(reads).await?);
         };
         let at = state
             .read_model
-            .progress_reaching(projections, min, MAX_WAIT)
+            .progress_of_reaching(reads, min, MAX_WAIT)
             .await?;
         if at < min {
             return Err(ApiError::Unavailable {

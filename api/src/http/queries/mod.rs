@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use murmur_domain::UserId;
 use murmur_projections::read_model::{self as rm, names};
-use murmur_projections::{PageRequest, ReadError, ReadModel};
+use murmur_projections::{PageRequest, ReadError, ReadModel, Reads};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -197,7 +197,7 @@ pub async fn get_profile(
     read: ReadRequest,
     Path(id): Path<UserId>,
 ) -> Result<Response, ApiError> {
-    read.answer(&state, &[names::PROFILES], async {
+    read.answer(&state, Reads::State(&[names::PROFILES]), async {
         let profile = state.read_model.profile(id).await?;
         profile.map(Profile::from).ok_or_else(|| unknown_user(id))
     })
@@ -221,7 +221,7 @@ pub async fn get_profile_by_handle(
     read: ReadRequest,
     Path(handle): Path<String>,
 ) -> Result<Response, ApiError> {
-    read.answer(&state, &[names::PROFILES], async {
+    read.answer(&state, Reads::State(&[names::PROFILES]), async {
         let profile = state.read_model.profile_by_handle(&handle).await?;
         profile
             .map(Profile::from)
@@ -254,7 +254,7 @@ pub async fn get_feed(
 ) -> Result<Response, ApiError> {
     auth.ensure_is(id)?;
     let page = params.request()?;
-    read.answer(&state, &names::ALL, async {
+    read.answer(&state, Reads::State(&names::ALL), async {
         Ok(PostPage::from(state.read_model.feed(id, &page).await?))
     })
     .await
@@ -278,8 +278,8 @@ pub async fn get_user_posts(
     Path(id): Path<UserId>,
     Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
-    let projections = [names::PROFILES, names::POSTS];
-    user_page::<_, PostPage>(&state, &read, id, params, &projections, |rm, id, page| {
+    let reads = Reads::State(&[names::PROFILES, names::POSTS]);
+    user_page::<_, PostPage>(&state, &read, id, params, reads, |rm, id, page| {
         rm.user_posts(id, page)
     })
     .await
@@ -303,10 +303,14 @@ pub async fn get_followers(
     Path(id): Path<UserId>,
     Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
-    let projections = [names::PROFILES, names::GRAPH];
-    user_page::<_, UserPage>(&state, &read, id, params, &projections, |rm, id, page| {
-        rm.followers(id, page)
-    })
+    user_page::<_, UserPage>(
+        &state,
+        &read,
+        id,
+        params,
+        Reads::FollowLists,
+        |rm, id, page| rm.followers(id, page),
+    )
     .await
 }
 
@@ -328,10 +332,14 @@ pub async fn get_following(
     Path(id): Path<UserId>,
     Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
-    let projections = [names::PROFILES, names::GRAPH];
-    user_page::<_, UserPage>(&state, &read, id, params, &projections, |rm, id, page| {
-        rm.following(id, page)
-    })
+    user_page::<_, UserPage>(
+        &state,
+        &read,
+        id,
+        params,
+        Reads::FollowLists,
+        |rm, id, page| rm.following(id, page),
+    )
     .await
 }
 
@@ -341,7 +349,7 @@ async fn user_page<I, O>(
     read: &ReadRequest,
     id: UserId,
     params: PageParams,
-    projections: &[&str],
+    reads: Reads,
     fetch: impl for<'a> FnOnce(
         &'a dyn ReadModel,
         UserId,
@@ -352,7 +360,7 @@ where
     O: From<rm::Page<I>> + Serialize,
 {
     let page = params.request()?;
-    read.answer(state, projections, async {
+    read.answer(state, reads, async {
         if state.read_model.profile(id).await?.is_none() {
             return Err(unknown_user(id));
         }

@@ -1,0 +1,244 @@
+//! [`ReadModel`] over the node's memory image: profiles, feeds (with the read-time merge of
+//! followed celebrities) and post lists are answered from the projections' own states, by
+//! the same keys, cursors and rules as [`PgReadModel`], which the comparison test holds it
+//! to. Follower and following lists come from the tables (see [`Reads::FollowLists`]).
+//!
+//! Each read takes one projection's read lock at a time, copies out what it answers and
+//! lets go before rendering; it never waits for the database or a whole batch.
+
+use std::time::Duration;
+
+use murmur_domain::{PostId, UserId};
+use tokio::time::Instant;
+
+use crate::projection::Kind;
+use crate::read_model::{
+    cursor, split_page, Author, Page, PageRequest, PostItem, Profile, ReadError, ReadModel, Reads,
+    UserListItem,
+};
+use crate::runtime::{Image, Live};
+use crate::state::feeds::INBOX_CAP;
+use crate::state::{FeedsState, PostsState, ProfilesState};
+use crate::{PgReadModel, Position};
+
+#[derive(Clone)]
+pub struct MemReadModel {
+    image: Image,
+    /// For the follower and following lists.
+    tables: PgReadModel,
+}
+
+/// The newest `n` of an ascending slice, below `before`, newest first.
+fn newest_below(ids: &[PostId], before: PostId, n: usize) -> impl Iterator<Item = PostId> + '_ {
+    let end = ids.partition_point(|&p| p < before);
+    ids[end.saturating_sub(n)..end].iter().rev().copied()
+}
+
+impl MemReadModel {
+    pub fn new(image: Image, tables: PgReadModel) -> Self {
+        Self { image, tables }
+    }
+
+    fn live(&self, kind: Kind) -> Result<&Live, ReadError> {
+        let live = self.image.get(kind);
+        if live.is_loaded() {
+            Ok(live)
+        } else {
+            Err(ReadError::Loading)
+        }
+    }
+
+    fn with<S, T>(
+        &self,
+        kind: Kind,
+        get: impl FnOnce(&crate::AnyState) -> Option<&S>,
+        read: impl FnOnce(&S) -> T,
+    ) -> Result<T, ReadError> {
+        let live = self.live(kind)?;
+        let guard = live.read();
+        let state = get(&guard).ok_or(ReadError::Loading)?;
+        Ok(read(state))
+    }
+
+    fn profiles<T>(&self, read: impl FnOnce(&ProfilesState) -> T) -> Result<T, ReadError> {
+        self.with(Kind::Profiles, crate::AnyState::as_profiles, read)
+    }
+
+    fn posts<T>(&self, read: impl FnOnce(&PostsState) -> T) -> Result<T, ReadError> {
+        self.with(Kind::Posts, crate::AnyState::as_posts, read)
+    }
+
+    fn feeds<T>(&self, read: impl FnOnce(&FeedsState) -> T) -> Result<T, ReadError> {
+        self.with(Kind::Feeds, crate::AnyState::as_feeds, read)
+    }
+
+    /// The items of a page of post keys (newest first): a key whose post or author is not
+    /// there (yet) counts for paging but shows no item, as in [`PgReadModel`].
+    fn hydrate(&self, keys: &[PostId]) -> Result<Vec<PostItem>, ReadError> {
+        let posts: Vec<(PostId, String, chrono::DateTime<chrono::Utc>, UserId)> =
+            self.posts(|s| {
+                keys.iter()
+                    .filter_map(|&id| s.get(id))
+                    .map(|p| (p.post_id, p.body.to_string(), p.created_at, p.author_id))
+                    .collect()
+            })?;
+        self.profiles(|s| {
+            posts
+                .into_iter()
+                .filter_map(|(id, body, created_at, author)| {
+                    let a = s.profile(author)?;
+                    Some(PostItem {
+                        id,
+                        body,
+                        created_at,
+                        author: Author {
+                            id: author,
+                            handle: a.handle.to_string(),
+                            display_name: a.display_name.to_string(),
+                        },
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The least position of `projections` in memory.
+    fn least(&self, projections: &[&str]) -> Result<Position, ReadError> {
+        let mut least = None::<Position>;
+        for name in projections {
+            let Some(kind) = Kind::from_name(name) else {
+                return Ok(Position::START);
+            };
+            let at = self.live(kind)?.position();
+            least = Some(least.map_or(at, |l| l.min(at)));
+        }
+        Ok(least.unwrap_or(Position::START))
+    }
+}
+
+#[async_trait::async_trait]
+impl ReadModel for MemReadModel {
+    async fn profile(&self, id: UserId) -> Result<Option<Profile>, ReadError> {
+        self.profiles(|s| s.profile(id).map(|row| row.to_profile()))
+    }
+
+    async fn profile_by_handle(&self, handle: &str) -> Result<Option<Profile>, ReadError> {
+        self.profiles(|s| s.by_handle(handle).map(|row| row.to_profile()))
+    }
+
+    async fn feed(&self, user: UserId, page: &PageRequest) -> Result<Page<PostItem>, ReadError> {
+        let cap = INBOX_CAP as i64;
+        let (before, shown) = cursor::feed_start(page.cursor.as_deref(), cap)?;
+        let limit = (page.limit as i64).min(cap - shown).max(0) as usize;
+        if limit == 0 {
+            return Ok(Page {
+                items: vec![],
+                next_cursor: None,
+            });
+        }
+        // The inbox page merged with the followed celebrities' newest posts since each
+        // follow's `feed_from`, a post found both ways once.
+        let mut keys: Vec<PostId> = self.feeds(|s| {
+            let mut keys: Vec<PostId> = newest_below(s.inbox(user), before, limit + 1).collect();
+            for (celebrity, from) in s.celebrities_followed(user) {
+                let posts = s.posts_of(celebrity);
+                let since = &posts[posts.partition_point(|&p| p < from)..];
+                keys.extend(newest_below(since, before, limit + 1));
+            }
+            keys
+        })?;
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        keys.dedup();
+        keys.truncate(limit + 1);
+        let (keys, more) = split_page(keys, limit);
+        let shown = shown + keys.len() as i64;
+        let next_cursor = match keys.last() {
+            Some(last) if more && shown < cap => Some(cursor::encode(&[*last, shown])),
+            _ => None,
+        };
+        Ok(Page {
+            items: self.hydrate(&keys)?,
+            next_cursor,
+        })
+    }
+
+    async fn user_posts(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> Result<Page<PostItem>, ReadError> {
+        let before = match &page.cursor {
+            Some(cursor) => cursor::decode::<1>(cursor)?[0],
+            None => i64::MAX,
+        };
+        let limit = page.limit as usize;
+        let keys: Vec<PostId> =
+            self.posts(|s| newest_below(s.of_author(user), before, limit + 1).collect())?;
+        let (keys, more) = split_page(keys, limit);
+        let next_cursor = match keys.last() {
+            Some(last) if more => Some(cursor::encode(&[*last])),
+            _ => None,
+        };
+        Ok(Page {
+            items: self.hydrate(&keys)?,
+            next_cursor,
+        })
+    }
+
+    async fn followers(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> Result<Page<UserListItem>, ReadError> {
+        self.tables.followers(user, page).await
+    }
+
+    async fn following(
+        &self,
+        user: UserId,
+        page: &PageRequest,
+    ) -> Result<Page<UserListItem>, ReadError> {
+        self.tables.following(user, page).await
+    }
+
+    async fn progress(&self, projections: &[&str]) -> Result<Position, ReadError> {
+        self.least(projections)
+    }
+
+    async fn progress_reaching(
+        &self,
+        projections: &[&str],
+        min: Position,
+        timeout: Duration,
+    ) -> Result<Position, ReadError> {
+        let deadline = Instant::now() + timeout;
+        for name in projections {
+            let Some(kind) = Kind::from_name(name) else {
+                continue;
+            };
+            let mut changes = self.live(kind)?.subscribe();
+            // Timing out is an answer (the position then), not an error.
+            let _ = tokio::time::timeout_at(deadline, changes.wait_for(|at| *at >= min)).await;
+        }
+        self.least(projections)
+    }
+
+    async fn progress_of(&self, reads: Reads) -> Result<Position, ReadError> {
+        match reads {
+            Reads::State(projections) => self.least(projections),
+            Reads::FollowLists => self.tables.progress_of(reads).await,
+        }
+    }
+
+    async fn progress_of_reaching(
+        &self,
+        reads: Reads,
+        min: Position,
+        timeout: Duration,
+    ) -> Result<Position, ReadError> {
+        match reads {
+            Reads::State(projections) => self.progress_reaching(projections, min, timeout).await,
+            Reads::FollowLists => self.tables.progress_of_reaching(reads, min, timeout).await,
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The tasks that keep a node's [`Image`] current: per projection, lead (apply and flush,
+//! holding the projection's advisory lock) when this node may and no other process does,
+//! otherwise follow (apply only, writing nothing), so that every node serves current reads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::live::{Image, Live};
+use super::projector::{Projector, Step};
+use super::{ProjectorConfig, HELD_BACK_RETRY};
+use crate::log::checkpoint::{self, SettingsMismatch};
+
+/// The channel migration 0001's trigger notifies when events commit.
+pub const CHANNEL: &str = "murmur_events";
+
+/// Whether a node's projectors may write the durable copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Lead each projection when no other process does; follow meanwhile.
+    Projector,
+    /// Only follow (`serve --no-projectors`): load the copies, apply the log, write nothing.
+    ReadNode,
+}
+
+/// Keeps `image` current until `shutdown` completes: what `murmur serve` does in-process,
+/// `murmur project` alone, and a read node without writing.
+pub async fn run(
+    pool: PgPool,
+    config: ProjectorConfig,
+    image: Image,
+    role: Role,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop) = watch::channel(false);
+    let (wake_tx, wake) = watch::channel(0u64);
+    let mut tasks = JoinSet::new();
+    let (listener_pool, listener_stop) = (pool.clone(), stop.clone());
+    tasks.spawn(async move {
+        listen(listener_pool, wake_tx, listener_stop).await;
+        Ok(())
+    });
+    for kind in super::projections(&config) {
+        let task = Task {
+            pool: pool.clone(),
+            live: image.get(kind).clone(),
+            config: config.clone(),
+            wake: wake.clone(),
+            stop: stop.clone(),
+        };
+        tasks.spawn(task.run(role));
+    }
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        Some(ended) = tasks.join_next() => match ended {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a projector task ended unexpectedly")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::Error::new(e).context("a projector task panicked")),
+        },
+    };
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    result
+}
+
+/// Sleeps for `duration`; returns true if asked to stop meanwhile (or already).
+async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = stop.changed() => true,
+    }
+}
+
+/// Forwards `NOTIFY murmur_events` to the projector tasks; reconnects when the connection drops.
+async fn listen(pool: PgPool, wake: watch::Sender<u64>, mut stop: watch::Receiver<bool>) {
+    let retry = Duration::from_secs(1);
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "projector listener cannot connect");
+                if pause(retry, &mut stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "projector listener cannot LISTEN");
+            if pause(retry, &mut stop).await {
+                return;
+            }
+            continue;
+        }
+        loop {
+            tokio::select! {
+                received = listener.recv() => match received {
+                    Ok(_) => wake.send_modify(|n| *n = n.wrapping_add(1)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "projector listener lost its connection");
+                        break;
+                    }
+                },
+                _ = stop.changed() => return,
+            }
+        }
+        if pause(retry, &mut stop).await {
+            return;
+        }
+    }
+}
+
+fn record_lag(name: &'static str, (events, seconds): (i64, f64), durable_events: Option<i64>) {
+    metrics::gauge!("murmur_projection_lag_events", "projection" => name).set(events as f64);
+    metrics::gauge!("murmur_projection_lag_seconds", "projection" => name).set(seconds);
+    if let Some(durable) = durable_events {
+        metrics::gauge!("murmur_projection_durable_lag_events", "projection" => name)
+            .set(durable as f64);
+    }
+}
+
+/// One projection's task on one node.
+struct Task {
+    pool: PgPool,
+    live: Arc<Live>,
+    config: ProjectorConfig,
+    wake: watch::Receiver<u64>,
+    stop: watch::Receiver<bool>,
+}
+
+/// What a pass of [`Task::apply`] ended with.
+enum Then {
+    Stop,
+    /// Try to become the leader (a standby's turn came).
+    TryLead,
+}
+
+impl Task {
+    fn name(&self) -> &'static str {
+        self.live.kind().name()
+    }
+
+    /// Leads when it can (a projector node), follows otherwise, until stopped; after a
+    /// failure it starts again from a fresh load. Ends with an error only when the
+    /// projection's tables were built with other settings.
+    async fn run(mut self, role: Role) -> anyhow::Result<()> {
+        let name = self.name();
+        let leader = metrics::gauge!("murmur_projection_leader", "projection" => name);
+        loop {
+            if *self.stop.borrow() {
+                return Ok(());
+            }
+            let outcome = match role {
+                Role::Projector => match self.try_lead(&leader).await {
+                    Ok(true) => Ok(Then::Stop),
+                    // Another process leads: follow it for a while, then try again.
+                    Ok(false) => self.follow(Some(self.config.standby_retry)).await,
+                    Err(e) => Err(e),
+                },
+                Role::ReadNode => self.follow(None).await,
+            };
+            match outcome {
+                Ok(Then::Stop) => return Ok(()),
+                Ok(Then::TryLead) => continue,
+                Err(e) if e.is::<SettingsMismatch>() => return Err(e),
+                Err(e) => tracing::error!(projection = name, error = ?e, "projector failed"),
+            }
+            if pause(self.config.standby_retry, &mut self.stop).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes the lock and leads until stopped (true), or answers false if another process
+    /// holds it.
+    async fn try_lead(&mut self, leader: &metrics::Gauge) -> anyhow::Result<bool> {
+        // Detached: the lock must end with this session, never go back to the pool.
+        let mut conn = self.pool.acquire().await?.detach();
+        if !checkpoint::try_lock(&mut conn, self.name()).await? {
+            let _ = sqlx::Connection::close(conn).await;
+            return Ok(false);
+        }
+        tracing::info!(projection = self.name(), "projector leads");
+        leader.set(1.0);
+        let led = self.lead(&mut conn).await;
+        leader.set(0.0);
+        let _ = sqlx::Connection::close(conn).await;
+        led.map(|()| true)
+    }
+
+    /// Loads the projection (tracking changes), then applies batches and flushes them on
+    /// their own task while holding the lock; returns Ok when asked to stop, after a last
+    /// flush.
+    async fn lead(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        let settings = self.config.settings();
+        let mut projector =
+            Projector::load_into(&self.pool, self.live.clone(), &settings, true).await?;
+        let mut lag_measured: Option<Instant> = None;
+        loop {
+            if *self.stop.borrow() {
+                return projector.flush(conn).await;
+            }
+            projector.poll_flush().await?;
+            let (step, busy) = self.step(&mut projector, conn).await?;
+            if projector.flush_due(!busy, &self.config) {
+                projector.start_flush(&self.pool);
+            }
+            // Counting the backlog costs a scan of it: at most once a second.
+            if lag_measured.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                let at = projector.position();
+                let head = checkpoint::lag(conn, at).await?;
+                let durable = checkpoint::events_between(conn, projector.durable(), at).await?;
+                record_lag(self.name(), head, Some(durable));
+                lag_measured = Some(Instant::now());
+            }
+            if busy {
+                continue;
+            }
+            let wait = self.idle_wait(conn, &projector, step).await?;
+            let flushing = projector.flushing();
+            tokio::select! {
+                _ = self.wake.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.changed() => {}
+                // A flush that ends may leave rows to flush now that it is idle.
+                ended = projector.finish_flush(), if flushing => ended?,
+            }
+        }
+    }
+
+    /// Applies the log without writing anything, from the state `live` holds (loading it
+    /// first if there is none), for `standby` (then [`Then::TryLead`]) or until stopped.
+    async fn follow(&mut self, standby: Option<Duration>) -> anyhow::Result<Then> {
+        let settings = self.config.settings();
+        let mut projector =
+            Projector::load_into_follower(&self.pool, self.live.clone(), &settings).await?;
+        let until = standby.map(|d| Instant::now() + d);
+        let mut conn = self.pool.acquire().await?;
+        let mut lag_measured: Option<Instant> = None;
+        loop {
+            if *self.stop.borrow() {
+                return Ok(Then::Stop);
+            }
+            if until.is_some_and(|t| Instant::now() >= t) {
+                return Ok(Then::TryLead);
+            }
+            let (step, busy) = self.step(&mut projector, &mut conn).await?;
+            if lag_measured.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                let head = checkpoint::lag(&mut conn, projector.position()).await?;
+                record_lag(self.name(), head, None);
+                lag_measured = Some(Instant::now());
+            }
+            if busy {
+                continue;
+            }
+            let mut wait = self.idle_wait(&mut conn, &projector, step).await?;
+            if let Some(t) = until {
+                wait = wait.min(t.saturating_duration_since(Instant::now()));
+            }
+            tokio::select! {
+                _ = self.wake.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+    }
+
+    /// One batch; whether it came back full (more to read at once).
+    async fn step(
+        &mut self,
+        projector: &mut Projector,
+        conn: &mut PgConnection,
+    ) -> anyhow::Result<(Step, bool)> {
+        let name = self.name();
+        // Mark notifications seen before reading, so one arriving meanwhile wakes us again.
+        self.wake.borrow_and_update();
+        let step = projector.step(conn, self.config.batch_size).await?;
+        let busy = match step {
+            Step::Applied { events, to } => {
+                metrics::counter!("murmur_projection_events_applied_total", "projection" => name)
+                    .increment(events as u64);
+                metrics::gauge!("murmur_projection_position", "projection" => name)
+                    .set(to.position as f64);
+                events as i64 >= self.config.batch_size
+            }
+            Step::Idle => false,
+        };
+        Ok((step, busy))
+    }
+
+    /// How long an idle task sleeps unless woken: briefly when committed events wait
+    /// behind an older transaction still in flight (anywhere in the cluster), since its
+    /// end brings no further notification.
+    async fn idle_wait(
+        &self,
+        conn: &mut PgConnection,
+        projector: &Projector,
+        step: Step,
+    ) -> anyhow::Result<Duration> {
+        let held_back =
+            step == Step::Idle && checkpoint::committed_after(conn, projector.position()).await?;
+        Ok(if held_back {
+            self.config.poll_interval.min(HELD_BACK_RETRY)
+        } else {
+            self.config.poll_interval
+        })
+    }
+}

@@ -1,0 +1,155 @@
+//! The memory image: each projection's in-memory state as readers and the projector share
+//! it, with how far it has applied the log.
+//!
+//! The projector holds the write lock for at most [`MAX_HOLD`] at a time (releasing it at a
+//! transaction boundary), readers hold the read lock only to copy out what they answer, and
+//! nobody holds either across an `.await`; so a reader never waits for a database commit or
+//! for a whole batch.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::projection::{AnyState, Kind};
+use crate::store::Settings;
+use crate::{Position, StoredEvent};
+
+/// Longest the projector keeps readers out while applying events.
+pub const MAX_HOLD: Duration = Duration::from_millis(1);
+
+/// One projection's shared state.
+pub struct Live {
+    kind: Kind,
+    state: RwLock<AnyState>,
+    /// The last event applied; moves only forward, after the state has applied it.
+    position: watch::Sender<Position>,
+    /// False until a state has been loaded: an empty state is not an answer.
+    loaded: watch::Sender<bool>,
+}
+
+impl Live {
+    /// An empty, not yet loaded state.
+    pub fn new(kind: Kind, settings: &Settings) -> Self {
+        Self {
+            kind,
+            state: RwLock::new(kind.empty(settings)),
+            position: watch::Sender::new(Position::START),
+            loaded: watch::Sender::new(false),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The last event applied to the state.
+    pub fn position(&self) -> Position {
+        *self.position.borrow()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        *self.loaded.borrow()
+    }
+
+    /// Notified whenever the position moves.
+    pub fn subscribe(&self) -> watch::Receiver<Position> {
+        self.position.subscribe()
+    }
+
+    /// The state, for reading. Hold it briefly and never across an `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, AnyState> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, AnyState> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the state with one at `at` (never behind the current position).
+    pub(crate) fn install(&self, state: AnyState, at: Position) {
+        let old = std::mem::replace(&mut *self.write(), state);
+        self.position.send_if_modified(|p| {
+            let moved = at > *p;
+            *p = (*p).max(at);
+            moved
+        });
+        self.loaded.send_replace(true);
+        // Freed outside the lock: dropping a large state takes a while.
+        drop(old);
+    }
+
+    /// Applies `events` (in commit order, after the position) and moves the position to
+    /// `to`, in short exclusive stretches that end only between two transactions' events,
+    /// so readers never see half of one.
+    pub(crate) fn apply(&self, events: &[StoredEvent], to: Position) {
+        let mut next = 0;
+        while next < events.len() {
+            let mut state = self.write();
+            let started = Instant::now();
+            while next < events.len() {
+                state.apply(&events[next]);
+                next += 1;
+                let boundary = events.get(next).is_none_or(|e| {
+                    e.position.transaction_id != events[next - 1].position.transaction_id
+                });
+                if boundary && started.elapsed() >= MAX_HOLD {
+                    break;
+                }
+            }
+        }
+        self.position.send_if_modified(|p| {
+            let moved = to > *p;
+            *p = (*p).max(to);
+            moved
+        });
+    }
+}
+
+/// Every projection's shared state: what a node serves its reads from.
+#[derive(Clone)]
+pub struct Image {
+    lives: Arc<[Arc<Live>; 3]>,
+}
+
+impl Image {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            lives: Arc::new(Kind::ALL.map(|kind| Arc::new(Live::new(kind, settings)))),
+        }
+    }
+
+    pub fn get(&self, kind: Kind) -> &Arc<Live> {
+        &self.lives[kind.index()]
+    }
+
+    pub fn profiles(&self) -> &Live {
+        self.get(Kind::Profiles)
+    }
+
+    pub fn posts(&self) -> &Live {
+        self.get(Kind::Posts)
+    }
+
+    pub fn feeds(&self) -> &Live {
+        self.get(Kind::Feeds)
+    }
+
+    /// Whether every projection has been loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.lives.iter().all(|live| live.is_loaded())
+    }
+
+    /// Waits until every projection has been loaded.
+    pub async fn loaded(&self) {
+        for live in self.lives.iter() {
+            let mut loaded = live.loaded.subscribe();
+            // The sender lives as long as `live`: this cannot fail.
+            let _ = loaded.wait_for(|l| *l).await;
+        }
+    }
+}
