@@ -52,8 +52,11 @@ def writes_cell(server):
     lags = runs(server, "writes", ".lag.json")
     if lags:
         cell += (
-            f"; projection lag max {med(lags, 'max_lag_events'):,.0f} events, "
-            f"caught up {med(lags, 'drain_seconds'):.1f} s after the load"
+            f"; memory lag p99 {med(lags, 'p99_lag_seconds'):.2f} s "
+            f"(max {med(lags, 'max_lag_events'):,.0f} events), caught up "
+            f"{med(lags, 'drain_seconds'):.1f} s after the load; durable copies' lag max "
+            f"{med(lags, 'max_durable_lag_events'):,.0f} events, caught up "
+            f"{med(lags, 'durable_drain_seconds'):.1f} s after"
         )
     return cell
 

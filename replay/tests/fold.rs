@@ -16,7 +16,7 @@ use murmur_domain::{FollowEvent, MurmurEvent, PostEvent, PostId, UserEvent, User
 use murmur_projections::log::checkpoint;
 use murmur_projections::runtime::{Projector, ProjectorConfig, Step};
 use murmur_projections::state::feeds::{DEFAULT_CELEBRITY_THRESHOLD, FOLLOW_BACKFILL, INBOX_CAP};
-use murmur_projections::{Kind, PageRequest, PgReadModel, ReadModel};
+use murmur_projections::{Image, Kind, MemReadModel, PageRequest, PgReadModel, ReadModel};
 use murmur_replay::{rebuild, select, verify, Options, ProgressMode};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -232,13 +232,16 @@ fn events_of(users: UserId, ops: &[Op]) -> Vec<MurmurEvent> {
     events
 }
 
-/// Runs each projection live over the whole log following `schedule` (cycled).
-async fn project_live(pool: &PgPool, config: &ProjectorConfig, schedule: &[(i64, After)]) {
+/// Runs each projection live over the whole log following `schedule` (cycled), into an
+/// image as a node's projector tasks do (a restart reloads the tables and catches up with
+/// what the image showed).
+async fn project_live(pool: &PgPool, config: &ProjectorConfig, schedule: &[(i64, After)]) -> Image {
     let db = pool.connect_options();
+    let settings = config.settings();
+    let image = Image::new(&settings);
+    let load = |kind: Kind| Projector::load_into(pool, image.get(kind).clone(), &settings, true);
     for kind in Kind::ALL {
-        let mut projector = Projector::load(pool, kind, &config.settings())
-            .await
-            .unwrap();
+        let mut projector = load(kind).await.unwrap();
         let mut conn = PgConnection::connect_with(&db).await.unwrap();
         // Each pass over the schedule ends with a step and a flush, so that restarts
         // cannot undo every pass's work.
@@ -256,15 +259,9 @@ async fn project_live(pool: &PgPool, config: &ProjectorConfig, schedule: &[(i64,
                     drop(tx);
                     conn.close_hard().await.unwrap();
                     conn = PgConnection::connect_with(&db).await.unwrap();
-                    projector = Projector::load(pool, kind, &config.settings())
-                        .await
-                        .unwrap();
+                    projector = load(kind).await.unwrap();
                 }
-                After::Restart => {
-                    projector = Projector::load(pool, kind, &config.settings())
-                        .await
-                        .unwrap();
-                }
+                After::Restart => projector = load(kind).await.unwrap(),
             }
             if step == Step::Idle
                 && !checkpoint::committed_after(&mut conn, projector.position())
@@ -276,9 +273,10 @@ async fn project_live(pool: &PgPool, config: &ProjectorConfig, schedule: &[(i64,
         }
         projector.flush(&mut conn).await.unwrap();
     }
+    image
 }
 
-async fn feed_pages(rm: &PgReadModel, reader: UserId, limit: u32) -> Vec<PostId> {
+async fn feed_pages(rm: &dyn ReadModel, reader: UserId, limit: u32) -> Vec<PostId> {
     let mut ids = Vec::new();
     let mut cursor = None;
     loop {
@@ -295,7 +293,12 @@ async fn feed_pages(rm: &PgReadModel, reader: UserId, limit: u32) -> Vec<PostId>
 }
 
 /// The stored tables against the reference model.
-async fn check_against_reference(pool: &PgPool, reference: &Reference, users: UserId) {
+async fn check_against_reference(
+    pool: &PgPool,
+    image: Image,
+    reference: &Reference,
+    users: UserId,
+) {
     let follows: Vec<(i64, i64, DateTime<Utc>, i64)> = sqlx::query_as(
         "SELECT follower_id, followee_id, since, feed_from FROM follows ORDER BY 1, 2",
     )
@@ -333,26 +336,41 @@ async fn check_against_reference(pool: &PgPool, reference: &Reference, users: Us
         .unwrap();
     let expected: Vec<(i64, i64)> = reference.posts.iter().map(|(&p, &a)| (p, a)).collect();
     assert_eq!(posts, expected, "posts");
-    let rm = PgReadModel::new(pool.clone());
+    let pg = PgReadModel::new(pool.clone());
+    let mem = MemReadModel::new(image, pg.clone());
     for user in 1..=users {
-        let profile = rm.profile(user).await.unwrap().unwrap();
-        let followers = reference.followers(user).len() as i64;
-        let following = reference.follows.keys().filter(|k| k.0 == user).count() as i64;
-        let posts = reference.posts_of(user).len() as i64;
-        assert_eq!(
-            (
-                profile.followers_count,
-                profile.following_count,
-                profile.posts_count
-            ),
-            (followers, following, posts),
-            "profile of {user}"
-        );
-        assert_eq!(
-            feed_pages(&rm, user, 100).await,
-            reference.feed(user),
-            "feed of {user}"
-        );
+        for rm in [&pg as &dyn ReadModel, &mem] {
+            let profile = rm.profile(user).await.unwrap().unwrap();
+            let followers = reference.followers(user).len() as i64;
+            let following = reference.follows.keys().filter(|k| k.0 == user).count() as i64;
+            let posts = reference.posts_of(user).len() as i64;
+            assert_eq!(
+                (
+                    profile.followers_count,
+                    profile.following_count,
+                    profile.posts_count
+                ),
+                (followers, following, posts),
+                "profile of {user}"
+            );
+            assert_eq!(
+                feed_pages(rm, user, 100).await,
+                reference.feed(user),
+                "feed of {user}"
+            );
+        }
+        // Page by page, cursors included, the memory and the tables answer alike.
+        let mut cursor = None;
+        loop {
+            let page = PageRequest { limit: 7, cursor };
+            let (a, b) = (pg.feed(user, &page).await, mem.feed(user, &page).await);
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(a, b, "feed page {page:?} of {user}");
+            match a.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
     }
 }
 
@@ -395,9 +413,9 @@ async fn live_with_crashes_rebuild_and_the_reference_agree(pool: PgPool) {
         let context = format!("case {case}: threshold {threshold}, {users} users, {schedule:?}");
 
         let config = config(threshold, 50);
-        project_live(&pool, &config, &schedule).await;
+        let image = project_live(&pool, &config, &schedule).await;
         let live = dump(&pool).await;
-        check_against_reference(&pool, &reference, users).await;
+        check_against_reference(&pool, image, &reference, users).await;
 
         let options = options(threshold, rebuild_batch);
         rebuild(&pool, select(&[]).unwrap(), &options)

@@ -122,6 +122,8 @@ pub struct MemoryStatus {
     pub position: murmur_projections::Position,
     /// Committed events not applied in memory yet.
     pub lag_events: i64,
+    /// Age of the oldest of them (0 when caught up).
+    pub lag_seconds: f64,
 }
 
 /// The database answers; reports how far each projection has got.
@@ -158,13 +160,15 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
     let mut memory = Vec::with_capacity(Kind::ALL.len());
     for kind in Kind::ALL {
         let position = state.image.get(kind).position();
-        let lag_events = murmur_projections::runtime::memory_lag(&state.pool, position)
-            .await
-            .map_err(unavailable)?;
+        let (lag_events, lag_seconds) =
+            murmur_projections::runtime::memory_lag(&state.pool, position)
+                .await
+                .map_err(unavailable)?;
         memory.push(MemoryStatus {
             name: kind.name(),
             position,
             lag_events,
+            lag_seconds,
         });
     }
     Ok(Json(Readiness {

@@ -153,10 +153,11 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<ProjectionStatus>> {
     Ok(all)
 }
 
-/// Committed events after `at` (a node's in-memory position, say).
-pub async fn memory_lag(pool: &PgPool, at: Position) -> anyhow::Result<i64> {
+/// Committed events after `at` (a node's in-memory position, say), and the age in seconds
+/// of the oldest of them.
+pub async fn memory_lag(pool: &PgPool, at: Position) -> anyhow::Result<(i64, f64)> {
     let mut conn = pool.acquire().await.context("connecting")?;
-    Ok(checkpoint::lag(&mut conn, at).await?.0)
+    checkpoint::lag(&mut conn, at).await
 }
 
 /// Checks every projection's stored settings against `config` (see
