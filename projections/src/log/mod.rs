@@ -2,5 +2,6 @@
 //! in commit order, and checkpoints, settings and leader locks.
 
 pub mod checkpoint;
+pub mod horizon;
 pub mod position;
 pub mod read;

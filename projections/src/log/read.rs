@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use murmur_domain::{EventMetadata, MurmurEvent};
 use sqlx::{PgConnection, Row};
 
+use super::horizon;
 use crate::store::copy::{drain, CopyOut, Fields};
 use crate::Position;
 
@@ -21,8 +22,9 @@ pub struct StoredEvent {
 }
 
 /// Reads up to `limit` events after `after`, in commit order, taking only events whose
-/// writing transaction is older than every transaction still in flight: a transaction that
-/// commits late can then never be skipped, whatever positions it took.
+/// writing transaction is older than every transaction still in flight (but this process's
+/// flushes, which write no event: see [`horizon`]): a transaction that commits late can then
+/// never be skipped, whatever positions it took.
 pub async fn read_batch(
     conn: &mut PgConnection,
     after: Position,
@@ -58,7 +60,10 @@ pub async fn read_batch_of(
          FROM (SELECT *, ($4::text[] IS NULL OR aggregate_type = ANY($4)) AS wanted
                FROM events
                WHERE (transaction_id, position) > ($1::text::xid8, $2)
-                 AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                 AND transaction_id < coalesce(
+                     (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) x
+                      WHERE x <> ALL($5::text[]::xid8[])),
+                     pg_snapshot_xmax(pg_current_snapshot()))
                ORDER BY transaction_id, position
                LIMIT $3) stretch
          ORDER BY stretch.transaction_id, position",
@@ -67,6 +72,7 @@ pub async fn read_batch_of(
     .bind(after.position)
     .bind(limit)
     .bind(aggregate_types)
+    .bind(horizon::eventless())
     .fetch_all(conn)
     .await
     .context("reading events")?;

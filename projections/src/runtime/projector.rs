@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 
 use super::live::Live;
 use super::ProjectorConfig;
-use crate::log::checkpoint;
 use crate::log::read::read_batch_of;
+use crate::log::{checkpoint, horizon};
 use crate::projection::{AnyChanges, AnyState, Kind};
 use crate::store::{Settings, Snapshot};
 use crate::Position;
@@ -116,8 +116,11 @@ async fn commit_flush(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // Projectors need not wait for this transaction: it writes no event.
+    let eventless = horizon::register_eventless(&mut tx).await?;
     write_flush(&mut tx, kind, &changes, from, to).await?;
     tx.commit().await.context("committing a flush")?;
+    drop(eventless);
     let name = kind.name();
     metrics::histogram!("murmur_projection_flush_seconds", "projection" => name)
         .record(started.elapsed().as_secs_f64());
