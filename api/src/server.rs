@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use murmur_projections::runtime::{self as projectors, ProjectorConfig};
 use murmur_projections::{CheckpointView, Image, MemReadModel, PgReadModel, ReadModel, Role};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -21,10 +21,17 @@ use crate::http::{self, AppState};
 
 /// Connects to PostgreSQL and applies the migrations.
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config
+        .database_url
+        .parse()
+        .with_context(|| format!("parsing {}", redact(&config.database_url)))?;
+    // Every statement is a keyed lookup, a short page or a count of a backlog whose row
+    // estimate the planner inflates: compiling them with JIT costs more than running them.
+    let options = options.options([("jit", "off")]);
     let pool = PgPoolOptions::new()
         .max_connections(config.db_pool_size)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(&config.database_url)
+        .connect_with(options)
         .await
         .with_context(|| format!("connecting to {}", redact(&config.database_url)))?;
     migrate(&pool).await?;

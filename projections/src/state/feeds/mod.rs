@@ -22,6 +22,11 @@ use chrono::{DateTime, Utc};
 use murmur_domain::{FollowEvent, MurmurEvent, PostEvent, PostId, UserId};
 use rustc_hash::FxHashMap;
 
+mod inbox;
+mod read;
+
+use inbox::{inbox_insert, inbox_merge, inbox_remove_all};
+
 use super::ids::Ids;
 use super::Fold;
 use crate::StoredEvent;
@@ -126,86 +131,6 @@ fn pair(users: &mut [User], first: u32, second: u32) -> Option<(&mut User, &User
         }
         std::cmp::Ordering::Equal => None,
     }
-}
-
-/// Inserts `post` into an ascending inbox capped at [`INBOX_CAP`]; whether it changed.
-fn inbox_insert(inbox: &mut Vec<PostId>, post: PostId) -> bool {
-    if inbox.len() >= INBOX_CAP && inbox.first().is_some_and(|&oldest| post < oldest) {
-        return false;
-    }
-    match inbox.binary_search(&post) {
-        Ok(_) => false,
-        Err(at) => {
-            inbox.insert(at, post);
-            if inbox.len() > INBOX_CAP {
-                inbox.drain(..inbox.len() - INBOX_CAP);
-            }
-            true
-        }
-    }
-}
-
-/// The union of an inbox and `posts` (ascending), capped at the newest [`INBOX_CAP`].
-/// `merged` is scratch space, reused so that a merge allocates nothing.
-fn inbox_merge(inbox: &mut Vec<PostId>, posts: &[PostId], merged: &mut Vec<PostId>) -> bool {
-    let before = inbox.len();
-    let oldest_kept = inbox.first().copied();
-    merged.clear();
-    let (mut i, mut j) = (0, 0);
-    while i < inbox.len() || j < posts.len() {
-        let next = match (inbox.get(i), posts.get(j)) {
-            (Some(&a), Some(&b)) if a == b => {
-                i += 1;
-                j += 1;
-                a
-            }
-            (Some(&a), Some(&b)) if a < b => {
-                i += 1;
-                a
-            }
-            (Some(&a), None) => {
-                i += 1;
-                a
-            }
-            (_, Some(&b)) => {
-                j += 1;
-                b
-            }
-            (None, None) => break,
-        };
-        merged.push(next);
-    }
-    if merged.len() > INBOX_CAP {
-        merged.drain(..merged.len() - INBOX_CAP);
-    }
-    let changed = merged.len() != before || merged.first().copied() != oldest_kept;
-    if changed {
-        inbox.clear();
-        inbox.extend_from_slice(merged);
-    }
-    changed
-}
-
-/// Removes from an ascending inbox every post of the ascending `posts`; whether it changed.
-fn inbox_remove_all(inbox: &mut Vec<PostId>, posts: &[PostId]) -> bool {
-    let (Some(&first), Some(&last)) = (inbox.first(), inbox.last()) else {
-        return false;
-    };
-    let start = posts.partition_point(|&p| p < first);
-    let end = posts.partition_point(|&p| p <= last);
-    let posts = &posts[start..end];
-    if posts.is_empty() {
-        return false;
-    }
-    let before = inbox.len();
-    let mut j = 0;
-    inbox.retain(|&p| {
-        while j < posts.len() && posts[j] < p {
-            j += 1;
-        }
-        !(j < posts.len() && posts[j] == p)
-    });
-    inbox.len() != before
 }
 
 impl FeedsState {
@@ -455,166 +380,6 @@ impl FeedsState {
     }
 }
 
-/// Reads.
-impl FeedsState {
-    /// A user's inbox, ascending (empty for a user the state has never seen).
-    pub fn inbox(&self, owner: UserId) -> &[PostId] {
-        self.ids
-            .get(owner)
-            .map_or(&[], |i| self.users[i as usize].inbox.as_slice())
-    }
-
-    /// The celebrities `reader` follows, each with the oldest of their posts the feed shows.
-    pub fn celebrities_followed(&self, reader: UserId) -> Vec<(UserId, PostId)> {
-        let Some(r) = self.ids.get(reader) else {
-            return vec![];
-        };
-        self.users[r as usize]
-            .celebrities
-            .iter()
-            .map(|&c| (self.ids.id(c), self.feed_from_of(r, c)))
-            .collect()
-    }
-
-    /// An author's live posts, ascending.
-    pub fn posts_of(&self, author: UserId) -> &[PostId] {
-        self.ids
-            .get(author)
-            .map_or(&[], |i| self.users[i as usize].posts.as_slice())
-    }
-
-    pub fn is_celebrity(&self, author: UserId) -> bool {
-        self.ids
-            .get(author)
-            .is_some_and(|i| self.users[i as usize].celebrity)
-    }
-
-    pub fn followers_count(&self, author: UserId) -> usize {
-        self.ids
-            .get(author)
-            .map_or(0, |i| self.users[i as usize].followers.len())
-    }
-
-    /// Every row of `follows`, grouped by followee; `since` needs [`FeedsState::keep_since`].
-    pub fn follows(&self) -> impl Iterator<Item = FollowRow> + '_ {
-        self.users.iter().enumerate().flat_map(move |(bi, user)| {
-            let followee_id = self.ids.id(bi as u32);
-            user.followers.iter().enumerate().map(move |(k, &ai)| {
-                let since = user.since.get(k).copied().unwrap_or_default();
-                FollowRow {
-                    follower_id: self.ids.id(ai),
-                    followee_id,
-                    since: DateTime::from_timestamp_micros(since).unwrap_or_default(),
-                    feed_from: self.feed_from_of(ai, bi as u32),
-                }
-            })
-        })
-    }
-
-    /// How many follows there are.
-    pub fn follows_count(&self) -> usize {
-        self.users.iter().map(|u| u.followers.len()).sum()
-    }
-
-    /// Every non-empty inbox: (owner, ascending post ids).
-    pub fn inboxes(&self) -> impl Iterator<Item = (UserId, &[PostId])> + '_ {
-        self.users
-            .iter()
-            .enumerate()
-            .filter(|(_, u)| !u.inbox.is_empty())
-            .map(|(i, u)| (self.ids.id(i as u32), u.inbox.as_slice()))
-    }
-
-    /// Every live post as (post, author), ascending by post.
-    pub fn posts(&self) -> Vec<(PostId, UserId)> {
-        let mut rows: Vec<(PostId, UserId)> = self
-            .post_author
-            .iter()
-            .map(|(&p, &a)| (p, self.ids.id(a)))
-            .collect();
-        rows.sort_unstable();
-        rows
-    }
-
-    /// Every celebrity, ascending.
-    pub fn celebrities(&self) -> Vec<UserId> {
-        let mut rows: Vec<UserId> = (0..self.users.len())
-            .filter(|&i| self.users[i].celebrity)
-            .map(|i| self.ids.id(i as u32))
-            .collect();
-        rows.sort_unstable();
-        rows
-    }
-}
-
-/// Loading from the durable copy: rows in any order, then [`FeedsState::finish_load`].
-impl FeedsState {
-    pub fn load_post(&mut self, post: PostId, author: UserId) {
-        let ai = self.user(author);
-        self.post_author.insert(post, ai);
-        self.users[ai as usize].posts.push(post);
-    }
-
-    /// A follow without its time (a loaded state never lists whole `follows` rows).
-    pub fn load_follow(&mut self, follower: UserId, followee: UserId, feed_from: PostId) {
-        let (ai, bi) = (self.user(follower), self.user(followee));
-        self.users[bi as usize].followers.push(ai);
-        if feed_from != 0 {
-            self.feed_from.insert((ai, bi), feed_from);
-        }
-    }
-
-    pub fn load_celebrity(&mut self, author: UserId) {
-        let ai = self.user(author);
-        self.users[ai as usize].celebrity = true;
-    }
-
-    pub fn load_inbox(&mut self, owner: UserId, posts: Vec<PostId>) {
-        let oi = self.user(owner);
-        self.users[oi as usize].inbox = posts;
-    }
-
-    /// Sorts what loading pushed in any order and derives each reader's celebrities.
-    pub fn finish_load(&mut self) {
-        let (keep_since, ids) = (self.keep_since, &self.ids);
-        for user in &mut self.users {
-            if keep_since {
-                let mut pairs: Vec<(u32, i64)> = user
-                    .followers
-                    .iter()
-                    .copied()
-                    .zip(user.since.iter().copied())
-                    .collect();
-                pairs.sort_unstable_by_key(|&(f, _)| ids.id(f));
-                (user.followers, user.since) = pairs.into_iter().unzip();
-            } else {
-                user.followers.sort_unstable_by_key(|&f| ids.id(f));
-            }
-            user.followers.shrink_to_fit();
-            user.posts.sort_unstable();
-            user.posts.shrink_to_fit();
-            user.inbox.sort_unstable();
-            user.inbox.dedup();
-            user.inbox.shrink_to_fit();
-        }
-        for author in 0..self.users.len() {
-            if self.users[author].celebrity {
-                for k in 0..self.users[author].followers.len() {
-                    let follower = self.users[author].followers[k];
-                    self.users[follower as usize]
-                        .celebrities
-                        .push(author as u32);
-                }
-            }
-        }
-    }
-
-    pub fn reserve(&mut self, users: usize) {
-        self.ids.reserve(users);
-        self.users.reserve(users);
-    }
-}
-
 impl Fold for FeedsState {
     type Changes = FeedsChanges;
 
@@ -690,30 +455,5 @@ impl Fold for FeedsState {
             + self.dirty.inboxes.len()
             + self.dirty.posts.len()
             + self.dirty.celebrities.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inboxes_keep_the_newest_and_merge_as_sets() {
-        let mut inbox: Vec<PostId> = (1..=INBOX_CAP as i64).collect();
-        assert!(!inbox_insert(&mut inbox, 0), "older than a full inbox");
-        assert!(inbox_insert(&mut inbox, 1000));
-        assert_eq!((inbox[0], inbox.len()), (2, INBOX_CAP));
-        assert!(!inbox_insert(&mut inbox, 1000), "no duplicates");
-        assert!(inbox_merge(
-            &mut inbox,
-            &[1, 500, 1001, 1002],
-            &mut Vec::new()
-        ));
-        assert_eq!(inbox.len(), INBOX_CAP);
-        assert_eq!(&inbox[inbox.len() - 3..], &[1000, 1001, 1002]);
-        assert_eq!(inbox[0], 4);
-        assert!(inbox_remove_all(&mut inbox, &[3, 4, 5, 1001, 2000]));
-        assert_eq!(inbox.len(), INBOX_CAP - 3);
-        assert!(!inbox_remove_all(&mut inbox, &[1, 2, 3]));
     }
 }

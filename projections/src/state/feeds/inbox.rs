@@ -1,0 +1,114 @@
+//! Inboxes as ascending, capped vectors of post ids: insert, merge, remove.
+
+use murmur_domain::PostId;
+
+use super::INBOX_CAP;
+
+/// Inserts `post` into an ascending inbox capped at [`INBOX_CAP`]; whether it changed.
+pub(super) fn inbox_insert(inbox: &mut Vec<PostId>, post: PostId) -> bool {
+    if inbox.len() >= INBOX_CAP && inbox.first().is_some_and(|&oldest| post < oldest) {
+        return false;
+    }
+    match inbox.binary_search(&post) {
+        Ok(_) => false,
+        Err(at) => {
+            inbox.insert(at, post);
+            if inbox.len() > INBOX_CAP {
+                inbox.drain(..inbox.len() - INBOX_CAP);
+            }
+            true
+        }
+    }
+}
+
+/// The union of an inbox and `posts` (ascending), capped at the newest [`INBOX_CAP`].
+/// `merged` is scratch space, reused so that a merge allocates nothing.
+pub(super) fn inbox_merge(
+    inbox: &mut Vec<PostId>,
+    posts: &[PostId],
+    merged: &mut Vec<PostId>,
+) -> bool {
+    let before = inbox.len();
+    let oldest_kept = inbox.first().copied();
+    merged.clear();
+    let (mut i, mut j) = (0, 0);
+    while i < inbox.len() || j < posts.len() {
+        let next = match (inbox.get(i), posts.get(j)) {
+            (Some(&a), Some(&b)) if a == b => {
+                i += 1;
+                j += 1;
+                a
+            }
+            (Some(&a), Some(&b)) if a < b => {
+                i += 1;
+                a
+            }
+            (Some(&a), None) => {
+                i += 1;
+                a
+            }
+            (_, Some(&b)) => {
+                j += 1;
+                b
+            }
+            (None, None) => break,
+        };
+        merged.push(next);
+    }
+    if merged.len() > INBOX_CAP {
+        merged.drain(..merged.len() - INBOX_CAP);
+    }
+    let changed = merged.len() != before || merged.first().copied() != oldest_kept;
+    if changed {
+        inbox.clear();
+        inbox.extend_from_slice(merged);
+    }
+    changed
+}
+
+/// Removes from an ascending inbox every post of the ascending `posts`; whether it changed.
+pub(super) fn inbox_remove_all(inbox: &mut Vec<PostId>, posts: &[PostId]) -> bool {
+    let (Some(&first), Some(&last)) = (inbox.first(), inbox.last()) else {
+        return false;
+    };
+    let start = posts.partition_point(|&p| p < first);
+    let end = posts.partition_point(|&p| p <= last);
+    let posts = &posts[start..end];
+    if posts.is_empty() {
+        return false;
+    }
+    let before = inbox.len();
+    let mut j = 0;
+    inbox.retain(|&p| {
+        while j < posts.len() && posts[j] < p {
+            j += 1;
+        }
+        !(j < posts.len() && posts[j] == p)
+    });
+    inbox.len() != before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inboxes_keep_the_newest_and_merge_as_sets() {
+        let mut inbox: Vec<PostId> = (1..=INBOX_CAP as i64).collect();
+        assert!(!inbox_insert(&mut inbox, 0), "older than a full inbox");
+        assert!(inbox_insert(&mut inbox, 1000));
+        assert_eq!((inbox[0], inbox.len()), (2, INBOX_CAP));
+        assert!(!inbox_insert(&mut inbox, 1000), "no duplicates");
+        assert!(inbox_merge(
+            &mut inbox,
+            &[1, 500, 1001, 1002],
+            &mut Vec::new()
+        ));
+        assert_eq!(inbox.len(), INBOX_CAP);
+        assert_eq!(&inbox[inbox.len() - 3..], &[1000, 1001, 1002]);
+        assert_eq!(inbox[0], 4);
+        assert!(inbox_remove_all(&mut inbox, &[3, 4, 5, 1001, 2000]));
+        assert_eq!(inbox.len(), INBOX_CAP - 3);
+        assert!(!inbox_remove_all(&mut inbox, &[1, 2, 3]));
+    }
+}
