@@ -192,6 +192,27 @@ fn options(args: &ReplayArgs) -> Options {
     }
 }
 
+/// Prints a verify report, a line per table and its first differing rows.
+fn print_verify(report: &murmur_replay::rebuild::VerifyReport) -> ExitCode {
+    for table in &report.tables {
+        let at = report.at.get(table.projection).copied().unwrap_or_default();
+        let verdict = if table.matches { "ok" } else { "DIFFERS" };
+        println!(
+            "{verdict:<8} {}.{} at {at}: {} live rows, {} rebuilt",
+            table.projection, table.table, table.live_rows, table.rebuilt_rows
+        );
+        for difference in &table.differences {
+            println!("         {difference}");
+        }
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: the live projections differ from a rebuild");
+        ExitCode::FAILURE
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let pool = connect(&cli.database_url).await?;
     match cli.command {
@@ -220,23 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = options(&replay);
             let projections = select(&replay.projection)?;
             let report = verify(&pool, projections, &options).await?;
-            for table in &report.tables {
-                let at = report.at.get(table.projection).copied().unwrap_or_default();
-                let verdict = if table.matches { "ok" } else { "DIFFERS" };
-                println!(
-                    "{verdict:<8} {}.{} at {at}: {} live rows, {} rebuilt",
-                    table.projection, table.table, table.live_rows, table.rebuilt_rows
-                );
-                for difference in &table.differences {
-                    println!("         {difference}");
-                }
-            }
-            Ok(if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("error: the live projections differ from a rebuild");
-                ExitCode::FAILURE
-            })
+            Ok(print_verify(&report))
         }
         Command::Audit(command) => {
             let (filter, page, default_limit) = match command {

@@ -344,6 +344,44 @@ pub struct RebuildReport {
 }
 
 /// Rebuilds `kinds` into shadow tables and swaps them in (one transaction).
+/// The locked part of a rebuild, kept short: lock the live checkpoints, apply what was
+/// committed since the unlocked catch-up, swap the shadows in and set the checkpoints with
+/// their settings, in one transaction. Returns the events applied.
+async fn hand_over(
+    pool: &PgPool,
+    reader: &mut PgConnection,
+    folds: &mut [Folding],
+    shadows: &mut [Shadow],
+    options: &Options,
+) -> anyhow::Result<u64> {
+    let kinds: Vec<Kind> = folds.iter().map(|f| f.state.kind()).collect();
+    let mut handover = connect(pool).await?;
+    let mut tx = sqlx::Connection::begin(&mut handover).await?;
+    let live = lock_live(&mut tx, &kinds, options.lock_timeout).await?;
+    let events = catch_up(reader, folds, shadows, options.batch_size, 1).await?;
+    for fold in folds.iter() {
+        let name = fold.state.kind().name();
+        let live = live.get(name).copied().unwrap_or(Position::START);
+        // Cannot happen (every event the live projector applied is readable), but a swap
+        // must never take the read models back in the log.
+        if fold.at < live {
+            bail!(
+                "{name}: the rebuild reached {} but the live checkpoint is {live}",
+                fold.at
+            );
+        }
+    }
+    for fold in folds.iter() {
+        let kind = fold.state.kind();
+        shadow::swap(&mut tx, kind).await?;
+        let settings = kind.identity(&options.projector.settings());
+        checkpoint::set(&mut tx, kind.name(), fold.at, &settings).await?;
+    }
+    tx.commit().await.context("committing the swap")?;
+    sqlx::Connection::close(handover).await.context("closing")?;
+    Ok(events)
+}
+
 pub async fn rebuild(
     pool: &PgPool,
     kinds: Vec<Kind>,
@@ -409,32 +447,9 @@ pub async fn rebuild(
     phases.catch_up = phase.elapsed().as_secs_f64();
 
     let phase = Instant::now();
-    let mut handover = connect(pool).await?;
-    let mut tx = sqlx::Connection::begin(&mut handover).await?;
-    let live = lock_live(&mut tx, &kinds, options.lock_timeout).await?;
-    events += catch_up(&mut reader, &mut folds, &mut shadows, options.batch_size, 1).await?;
-    for fold in &folds {
-        let name = fold.state.kind().name();
-        let live = live.get(name).copied().unwrap_or(Position::START);
-        // Cannot happen (every event the live projector applied is readable), but a swap
-        // must never take the read models back in the log.
-        if fold.at < live {
-            bail!(
-                "{name}: the rebuild reached {} but the live checkpoint is {live}",
-                fold.at
-            );
-        }
-    }
-    let at = folds.first().map(|f| f.at).unwrap_or(Position::START);
-    for fold in &folds {
-        let kind = fold.state.kind();
-        shadow::swap(&mut tx, kind).await?;
-        let settings = kind.identity(&options.projector.settings());
-        checkpoint::set(&mut tx, kind.name(), fold.at, &settings).await?;
-    }
-    tx.commit().await.context("committing the swap")?;
+    events += hand_over(pool, &mut reader, &mut folds, &mut shadows, options).await?;
     phases.swap = phase.elapsed().as_secs_f64();
-    sqlx::Connection::close(handover).await.context("closing")?;
+    let at = folds.first().map(|f| f.at).unwrap_or(Position::START);
     for shadow in shadows {
         shadow.close().await?;
     }
