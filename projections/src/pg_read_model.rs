@@ -2,7 +2,7 @@
 //! (cursors: [`read_model::cursor`]). The reference the memory-served read model is
 //! compared with, and what serves the follower and following lists.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use murmur_domain::{PostId, UserId};
 use std::time::Duration;
 
@@ -150,8 +150,10 @@ impl PgReadModel {
         let (since, id) = match &page.cursor {
             Some(cursor) => {
                 let [micros, id] = cursor::decode::<2>(cursor)?;
-                let since =
-                    DateTime::<Utc>::from_timestamp_micros(micros).ok_or(ReadError::BadCursor)?;
+                let since = DateTime::<Utc>::from_timestamp_micros(micros)
+                    // Follow times are real ones; PostgreSQL could not even compare others.
+                    .filter(|t| (1..=9999).contains(&t.year()))
+                    .ok_or(ReadError::BadCursor)?;
                 (since, id)
             }
             None => (DateTime::<Utc>::MAX_UTC, i64::MAX),

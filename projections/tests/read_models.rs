@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use common::*;
 use murmur_domain::{MurmurEvent, PostId, UserId};
+use murmur_projections::log::checkpoint::committed_after;
 use murmur_projections::read_model::names;
 use murmur_projections::runtime::{Image, Projector, ProjectorConfig, Step};
 use murmur_projections::state::feeds::{DEFAULT_CELEBRITY_THRESHOLD, FOLLOW_BACKFILL, INBOX_CAP};
@@ -238,9 +239,19 @@ async fn project_live(pool: &PgPool, config: &ProjectorConfig) -> Image {
         let mut projector = Projector::load_into(pool, image.get(kind).clone(), &settings, true)
             .await
             .unwrap();
-        while let Step::Applied { .. } = projector.step(&mut conn, config.batch_size).await.unwrap()
-        {
-            projector.flush(&mut conn).await.unwrap();
+        loop {
+            match projector.step(&mut conn, config.batch_size).await.unwrap() {
+                Step::Applied { .. } => projector.flush(&mut conn).await.unwrap(),
+                // Idle may only mean held back by a transaction elsewhere in the cluster.
+                Step::Idle
+                    if committed_after(&mut conn, projector.position())
+                        .await
+                        .unwrap() =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Step::Idle => break,
+            }
         }
     }
     image
@@ -350,5 +361,26 @@ async fn read_models_match_the_commands_at_every_celebrity_threshold(pool: PgPoo
                 compare(&pg, &mem, user, &context).await;
             }
         }
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn list_cursors_with_impossible_times_are_refused(pool: PgPool) {
+    Clock::default().append(&pool, &register(1, "ann")).await;
+    let rm = PgReadModel::new(pool.clone());
+    // "-1000000000000000000:1": a time chrono can hold and PostgreSQL cannot (was a 500).
+    for micros in [-1_000_000_000_000_000_000, 9_000_000_000_000_000_000] {
+        let page = PageRequest {
+            limit: 5,
+            cursor: Some(murmur_projections::read_model::cursor::encode(&[micros, 1])),
+        };
+        assert!(matches!(
+            rm.followers(1, &page).await,
+            Err(ReadError::BadCursor)
+        ));
+        assert!(matches!(
+            rm.following(1, &page).await,
+            Err(ReadError::BadCursor)
+        ));
     }
 }
