@@ -152,10 +152,7 @@ impl ReadModel for MemReadModel {
         keys.truncate(limit + 1);
         let (keys, more) = split_page(keys, limit);
         let shown = shown + keys.len() as i64;
-        let next_cursor = match keys.last() {
-            Some(last) if more && shown < cap => Some(cursor::encode(&[*last, shown])),
-            _ => None,
-        };
+        let next_cursor = cursor::feed_next(keys.last(), more, shown, cap);
         Ok(Page {
             items: self.hydrate(&keys)?,
             next_cursor,
@@ -167,18 +164,12 @@ impl ReadModel for MemReadModel {
         user: UserId,
         page: &PageRequest,
     ) -> Result<Page<PostItem>, ReadError> {
-        let before = match &page.cursor {
-            Some(cursor) => cursor::decode::<1>(cursor)?[0],
-            None => i64::MAX,
-        };
+        let before = cursor::posts_start(page.cursor.as_deref())?;
         let limit = page.limit as usize;
         let keys: Vec<PostId> =
             self.posts(|s| newest_below(s.of_author(user), before, limit + 1).collect())?;
         let (keys, more) = split_page(keys, limit);
-        let next_cursor = match keys.last() {
-            Some(last) if more => Some(cursor::encode(&[*last])),
-            _ => None,
-        };
+        let next_cursor = cursor::posts_next(keys.last(), more);
         Ok(Page {
             items: self.hydrate(&keys)?,
             next_cursor,

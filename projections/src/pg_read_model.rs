@@ -239,10 +239,7 @@ impl ReadModel for PgReadModel {
         let (ids, items) = post_page_rows(&rows)?;
         let (ids, more) = split_page(ids, limit as usize);
         let shown = shown + ids.len() as i64;
-        let next_cursor = match ids.last() {
-            Some(last) if more && shown < INBOX_CAP => Some(cursor::encode(&[*last, shown])),
-            _ => None,
-        };
+        let next_cursor = cursor::feed_next(ids.last(), more, shown, INBOX_CAP);
         Ok(Page {
             items: items.into_iter().take(ids.len()).flatten().collect(),
             next_cursor,
@@ -254,10 +251,7 @@ impl ReadModel for PgReadModel {
         user: UserId,
         page: &PageRequest,
     ) -> Result<Page<PostItem>, ReadError> {
-        let before = match &page.cursor {
-            Some(cursor) => cursor::decode::<1>(cursor)?[0],
-            None => i64::MAX,
-        };
+        let before = cursor::posts_start(page.cursor.as_deref())?;
         let limit = page.limit as usize;
         let rows = sqlx::query(post_page!(
             "SELECT post_id FROM posts WHERE author_id = $1 AND post_id < $2
@@ -270,10 +264,7 @@ impl ReadModel for PgReadModel {
         .await?;
         let (ids, items) = post_page_rows(&rows)?;
         let (ids, more) = split_page(ids, limit);
-        let next_cursor = match ids.last() {
-            Some(last) if more => Some(cursor::encode(&[*last])),
-            _ => None,
-        };
+        let next_cursor = cursor::posts_next(ids.last(), more);
         Ok(Page {
             items: items.into_iter().take(ids.len()).flatten().collect(),
             next_cursor,

@@ -211,6 +211,26 @@ pub mod cursor {
         numbers.try_into().map_err(|_| ReadError::BadCursor)
     }
 
+    /// Where a page of an author's posts starts: below which post id.
+    pub fn posts_start(cursor: Option<&str>) -> Result<i64, ReadError> {
+        match cursor {
+            Some(cursor) => Ok(decode::<1>(cursor)?[0]),
+            None => Ok(i64::MAX),
+        }
+    }
+
+    /// The cursor after a page of an author's posts whose last key is `last`, if `more`.
+    pub fn posts_next(last: Option<&i64>, more: bool) -> Option<String> {
+        last.filter(|_| more).map(|last| encode(&[*last]))
+    }
+
+    /// The cursor after a feed page whose last key is `last`, `shown` entries in, if `more`
+    /// and the feed may show more than `shown` (at most `cap`).
+    pub fn feed_next(last: Option<&i64>, more: bool, shown: i64, cap: i64) -> Option<String> {
+        last.filter(|_| more && shown < cap)
+            .map(|last| encode(&[*last, shown]))
+    }
+
     /// Where a feed page starts: below which post id, after how many entries shown (at most
     /// `cap`, the most a feed shows in all).
     pub fn feed_start(cursor: Option<&str>, cap: i64) -> Result<(i64, i64), ReadError> {
