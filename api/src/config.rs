@@ -46,9 +46,14 @@ pub struct Config {
     /// Do not run projectors in this process (run `murmur project` separately).
     #[arg(long, env = "MURMUR_NO_PROJECTORS")]
     pub no_projectors: bool,
+
+    /// How often projectors look at the log when nothing woke them (commits by this process
+    /// wake them at once, other processes' by a notification).
+    #[arg(long, env = "MURMUR_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
 }
 
-/// Parses `7d`, `12h`, `30m`, `90s` or a bare number of seconds.
+/// Parses `7d`, `12h`, `30m`, `90s`, `250ms` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -57,18 +62,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 7d, 12h, 30m or 90s"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{text:?}: unit must be one of s, m, h, d")),
+        .map_err(|_| format!("{text:?} is not a duration like 7d, 12h, 30m, 90s or 250ms"))?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => return Err(format!("{text:?}: unit must be one of ms, s, m, h, d")),
     };
-    if secs == 0 {
-        return Err("a duration must be positive".into());
+    match millis {
+        Some(0) => Err("a duration must be positive".into()),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+        None => Err(format!("{text:?} is too long")),
     }
-    Ok(Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -82,6 +89,9 @@ mod tests {
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0ms").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
         assert!(parse_duration("7w").is_err());
         assert!(parse_duration("").is_err());
     }

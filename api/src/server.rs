@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use murmur_projections::runtime::{self as projectors, ProjectorConfig};
+use murmur_projections::runtime::{self as projectors, ProjectorConfig, Wake};
 use murmur_projections::{CheckpointView, Image, MemReadModel, PgReadModel, ReadModel, Role};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
@@ -71,20 +71,23 @@ pub struct Server {
 pub fn projector_config(config: &Config) -> ProjectorConfig {
     ProjectorConfig {
         celebrity_threshold: config.celebrity_threshold,
+        poll_interval: config.poll_interval,
         ..ProjectorConfig::default()
     }
 }
 
-/// Builds the application state over `pool`, queries answered by `read_model`.
+/// Builds the application state over `pool`, queries answered by `read_model`, commands
+/// waking the projectors through `wake`.
 pub fn state(
     config: Config,
     pool: PgPool,
     read_model: Arc<dyn ReadModel>,
     image: Image,
+    wake: Wake,
 ) -> anyhow::Result<AppState> {
     let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
     Ok(AppState {
-        commands: Arc::new(Commands::new(pool.clone())),
+        commands: Arc::new(Commands::new(pool.clone(), image.clone(), wake)),
         read_model,
         tokens: Arc::new(TokenKeys::new(&secret, config.token_ttl)),
         admin_token: config.admin_token.as_deref().map(Arc::from),
@@ -120,7 +123,14 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     let image = Image::new(&projector_config.settings());
     let tables = PgReadModel::with_checkpoints(pool.clone(), checkpoints);
     let read_model = Arc::new(MemReadModel::new(image.clone(), tables));
-    let state = state(config, pool.clone(), read_model, image.clone())?;
+    let wake = Wake::new();
+    let state = state(
+        config,
+        pool.clone(),
+        read_model,
+        image.clone(),
+        wake.clone(),
+    )?;
     // Registrations a crash cut between the handle claim and UserRegistered; in the
     // background, since login and registering the handle again complete them on demand.
     let commands = state.commands.clone();
@@ -138,9 +148,16 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     let (stop, stopped) = watch::channel(false);
     let projectors = {
         let mut stopped = stopped.clone();
-        projectors::spawn_into(pool, projector_config, image.clone(), role, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })
+        projectors::spawn_into(
+            pool,
+            projector_config,
+            image.clone(),
+            role,
+            wake,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )
     };
     let mut stopped = stopped;
     let http = tokio::spawn(async move {

@@ -308,7 +308,7 @@ async fn two_processes_never_both_apply_and_the_standby_takes_over(pool: PgPool)
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn a_notification_wakes_an_idle_projector(pool: PgPool) {
+async fn another_process_announcement_wakes_an_idle_projector(pool: PgPool) {
     // Polling effectively off: only NOTIFY can wake the projectors.
     let config = ProjectorConfig {
         poll_interval: Duration::from_secs(3600),
@@ -331,7 +331,14 @@ async fn a_notification_wakes_an_idle_projector(pool: PgPool) {
     .await;
     // Let the leaders finish their first (empty) read and go to sleep.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Appending notifies nobody (migration 0008); the appending process announces it after
+    // its commit, as `Wake::announce` does.
     Clock::default().append(&pool, &register(1, "woken")).await;
+    sqlx::query("SELECT pg_notify($1, 'another-process')")
+        .bind(murmur_projections::runtime::CHANNEL)
+        .execute(&pool)
+        .await
+        .unwrap();
     let rm = PgReadModel::new(pool.clone());
     wait_for("the registration to be applied", async || {
         rm.profile(1).await.unwrap().is_some()

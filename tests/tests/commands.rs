@@ -21,6 +21,7 @@ use sqlx::{PgPool, Row};
 #[derive(Debug)]
 struct Stored {
     event_type: String,
+    sequence: i64,
     payload: Value,
     metadata: EventMetadata,
     position: Position,
@@ -28,7 +29,7 @@ struct Stored {
 
 async fn stream(pool: &PgPool, aggregate_type: &str, aggregate_id: &str) -> Vec<Stored> {
     sqlx::query(
-        "SELECT event_type, payload, metadata, transaction_id::text AS xid, position
+        "SELECT event_type, sequence, payload, metadata, transaction_id::text AS xid, position
          FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
     )
     .bind(aggregate_type)
@@ -39,6 +40,7 @@ async fn stream(pool: &PgPool, aggregate_type: &str, aggregate_id: &str) -> Vec<
     .into_iter()
     .map(|row| Stored {
         event_type: row.get("event_type"),
+        sequence: row.get("sequence"),
         payload: row.get("payload"),
         metadata: EventMetadata::from_json(&row.get::<Value, _>("metadata"))
             .expect("readable metadata"),
@@ -404,7 +406,12 @@ async fn an_interrupted_registration_is_completed_at_start_up(
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_start_up_scan_completes_only_interrupted_registrations_across_pages(pool: PgPool) {
-    let commands = Commands::new(pool.clone());
+    let settings = murmur_projections::runtime::ProjectorConfig::default().settings();
+    let commands = Commands::new(
+        pool.clone(),
+        murmur_projections::Image::new(&settings),
+        murmur_projections::runtime::Wake::new(),
+    );
     let mut interrupted = Vec::new();
     for i in 0..7 {
         let handle = format!("user_{i}");
@@ -629,6 +636,16 @@ async fn follow_and_unfollow_append_once_with_metadata(_: PgPoolOptions, db: PgC
     assert_eq!(again["following"], false);
     assert_eq!(position(&again), events[1].position);
     assert_eq!(stream(&server.pool, "Follow", &edge).await.len(), 2);
+
+    // Following again: a third event on the stream (decided on its loaded state, since the
+    // first attempt's presumption of an empty stream conflicts), answered with its position.
+    let refollowed = json_of(send(Method::PUT, "follow-3").await.unwrap(), StatusCode::OK).await;
+    assert_eq!(refollowed["following"], true);
+    let events = stream(&server.pool, "Follow", &edge).await;
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2].event_type, "Followed");
+    assert_eq!(events[2].sequence, 3);
+    assert_eq!(position(&refollowed), events[2].position);
 
     // Unfollowing someone never followed: nothing to point at.
     let never = format!("/v1/users/{}/following/{}", kim.id, jo.id);

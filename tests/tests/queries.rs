@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::future::Future;
 
-use common::{problem, TestServer, TestUser};
+use common::{ids, problem, TestServer, TestUser};
 use murmur_projections::Position;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -38,15 +38,6 @@ async fn ok_json(response: reqwest::Response, min: &str) -> Value {
         "{url}: {at} < {min}"
     );
     response.json().await.expect("JSON body")
-}
-
-fn ids(page: &Value) -> Vec<i64> {
-    page["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|item| item["id"].as_i64().expect("id"))
-        .collect()
 }
 
 fn keys(value: &Value) -> BTreeSet<&str> {

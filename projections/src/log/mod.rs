@@ -1,7 +1,9 @@
 //! The event log and its bookkeeping: positions (with their one row codec), reading the log
-//! in commit order, and checkpoints, settings and leader locks.
+//! in commit order, checkpoints, settings and leader locks, and how readers of the log are
+//! woken when it grows.
 
 pub mod checkpoint;
 pub mod horizon;
 pub mod position;
 pub mod read;
+pub mod wake;

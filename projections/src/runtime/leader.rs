@@ -14,9 +14,7 @@ use super::live::{Image, Live};
 use super::projector::{Projector, Step};
 use super::{ProjectorConfig, HELD_BACK_RETRY};
 use crate::log::checkpoint::{self, SettingsMismatch};
-
-/// The channel migration 0001's trigger notifies when events commit.
-pub const CHANNEL: &str = "murmur_events";
+use crate::log::wake::{Wake, CHANNEL};
 
 /// Whether a node's projectors may write the durable copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,20 +26,29 @@ pub enum Role {
 }
 
 /// Keeps `image` current until `shutdown` completes: what `murmur serve` does in-process,
-/// `murmur project` alone, and a read node without writing.
+/// `murmur project` alone, and a read node without writing. `wake` is the process's: its
+/// commands' commits wake these tasks directly, and are announced to other processes.
 pub async fn run(
     pool: PgPool,
     config: ProjectorConfig,
     image: Image,
     role: Role,
+    wake: Wake,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop) = watch::channel(false);
-    let (wake_tx, wake) = watch::channel(0u64);
     let mut tasks = JoinSet::new();
-    let (listener_pool, listener_stop) = (pool.clone(), stop.clone());
+    let (listener_pool, listener_wake, listener_stop) = (pool.clone(), wake.clone(), stop.clone());
     tasks.spawn(async move {
-        listen(listener_pool, wake_tx, listener_stop).await;
+        listen(listener_pool, listener_wake, listener_stop).await;
+        Ok(())
+    });
+    let (announcer_pool, announcer_wake, announcer_stop) =
+        (pool.clone(), wake.clone(), stop.clone());
+    tasks.spawn(async move {
+        announcer_wake
+            .announce(announcer_pool, announcer_stop)
+            .await;
         Ok(())
     });
     for kind in super::projections(&config) {
@@ -49,7 +56,7 @@ pub async fn run(
             pool: pool.clone(),
             live: image.get(kind).clone(),
             config: config.clone(),
-            wake: wake.clone(),
+            wake: wake.subscribe(),
             stop: stop.clone(),
         };
         tasks.spawn(task.run(role));
@@ -78,8 +85,9 @@ async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// Forwards `NOTIFY murmur_events` to the projector tasks; reconnects when the connection drops.
-async fn listen(pool: PgPool, wake: watch::Sender<u64>, mut stop: watch::Receiver<bool>) {
+/// Forwards other processes' `NOTIFY murmur_events` to the projector tasks; reconnects when
+/// the connection drops.
+async fn listen(pool: PgPool, wake: Wake, mut stop: watch::Receiver<bool>) {
     let retry = Duration::from_secs(1);
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -102,7 +110,7 @@ async fn listen(pool: PgPool, wake: watch::Sender<u64>, mut stop: watch::Receive
         loop {
             tokio::select! {
                 received = listener.recv() => match received {
-                    Ok(_) => wake.send_modify(|n| *n = n.wrapping_add(1)),
+                    Ok(notification) => wake.heard(notification.payload()),
                     Err(e) => {
                         tracing::warn!(error = %e, "projector listener lost its connection");
                         break;

@@ -139,6 +139,15 @@ impl Image {
         self.get(Kind::Feeds)
     }
 
+    /// Whether the profiles projection has user `id` (registered for good: users are never
+    /// removed). False may only mean "not yet": the image trails the log.
+    pub fn knows_user(&self, id: murmur_domain::UserId) -> bool {
+        self.profiles()
+            .read()
+            .as_profiles()
+            .is_some_and(|s| s.profile(id).is_some())
+    }
+
     /// Whether every projection has been loaded.
     pub fn is_loaded(&self) -> bool {
         self.lives.iter().all(|live| live.is_loaded())

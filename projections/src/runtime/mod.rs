@@ -15,8 +15,10 @@
 //! in memory; the durable copy follows on a task of its own (every `flush_interval` under
 //! load, at once when idle), so applying never waits for a commit. Any failure ends the
 //! leadership; the next one reloads the copy and re-applies the log from its checkpoint.
-//! Tasks wake on `NOTIFY murmur_events` and poll every `poll_interval` as a fallback; while
-//! batches come back full they loop at once.
+//! Tasks wake when this process's commands commit, on other processes' `NOTIFY
+//! murmur_events` (see [`crate::log::wake`]: never sent inside an appending transaction),
+//! and poll every `poll_interval` as a fallback; while batches come back full they loop at
+//! once.
 
 pub mod leader;
 pub mod live;
@@ -29,7 +31,8 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-pub use leader::{Role, CHANNEL};
+pub use crate::log::wake::{Wake, CHANNEL};
+pub use leader::Role;
 pub use live::{Image, Live};
 pub use projector::{Projector, Stale, Step};
 
@@ -179,7 +182,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let image = Image::new(&config.settings());
-    leader::run(pool, config, image, Role::Projector, shutdown).await
+    leader::run(pool, config, image, Role::Projector, Wake::new(), shutdown).await
 }
 
 /// [`run`] on its own task.
@@ -191,13 +194,14 @@ pub fn spawn(
     tokio::spawn(run(pool, config, shutdown))
 }
 
-/// [`leader::run`] into `image`, on its own task.
+/// [`leader::run`] into `image`, woken through `wake`, on its own task.
 pub fn spawn_into(
     pool: PgPool,
     config: ProjectorConfig,
     image: Image,
     role: Role,
+    wake: Wake,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(leader::run(pool, config, image, role, shutdown))
+    tokio::spawn(leader::run(pool, config, image, role, wake, shutdown))
 }

@@ -45,6 +45,7 @@ pub fn test_config() -> Config {
         celebrity_threshold: 10_000,
         db_pool_size: 20,
         no_projectors: false,
+        poll_interval: Duration::from_millis(500),
     }
 }
 
@@ -242,6 +243,16 @@ impl TestServer {
 }
 
 /// Reads a problem+json answer, checking its content type and status field.
+/// The ids of a page's items, in order.
+pub fn ids(page: &Value) -> Vec<i64> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["id"].as_i64().expect("id"))
+        .collect()
+}
+
 pub async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
     let content_type = response

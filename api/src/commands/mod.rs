@@ -5,6 +5,12 @@
 //! conflict on a stream is retried a few times after a short jittered pause, then answered 409.
 //! Registration spans two streams and a table; see [`Commands::register`] for how a crash
 //! anywhere in it never leaves a user who cannot log in.
+//!
+//! - [`store`]: the append (one statement, the position back, projectors woken).
+//! - [`directory`]: whether a user exists, from memory where that is safe, else the log.
+
+pub mod directory;
+pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,16 +26,25 @@ use murmur_domain::{
     MurmurEvent, MurmurUpcaster, Post, PostCommand, PostId, User, UserCommand, UserDirectory,
     UserId,
 };
+use murmur_projections::runtime::{Image, Wake};
 use murmur_projections::Position;
-use postgres_es::PostgresEventRepository;
 use rand::Rng;
 use sqlx::{PgPool, Row};
 
 use crate::auth::Passwords;
 use crate::http::ApiError;
+use directory::Directory;
+use store::{appending, EventRepository, Presumed};
 
-type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+type Store<A> = PersistedEventStore<EventRepository, A>;
 type Framework<A> = CqrsFramework<A, Store<A>>;
+
+/// An aggregate's two ways in: a first attempt on the presumed-empty stream, then, when
+/// that was wrong or decided nothing, attempts on the loaded stream.
+struct Frameworks<A: Aggregate> {
+    presumed: CqrsFramework<A, Presumed<A>>,
+    loaded: Framework<A>,
+}
 
 /// Attempts per command when its stream keeps changing underneath it.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -77,35 +92,53 @@ struct Claim {
     display_name: String,
 }
 
-/// Whether users exist, answered from the event log (a user exists once `UserRegistered`
-/// is in their stream), so follows never depend on a projection's lag.
-struct EventLogDirectory {
-    pool: PgPool,
+fn store<A: Aggregate>(pool: &PgPool, wake: &Wake) -> Store<A> {
+    PersistedEventStore::new_event_store(EventRepository::new(pool.clone(), wake.clone()))
+        .with_upcasters(vec![Box::new(MurmurUpcaster)])
 }
 
-#[async_trait::async_trait]
-impl UserDirectory for EventLogDirectory {
-    async fn user_exists(&self, id: UserId) -> Result<bool, String> {
-        sqlx::query_scalar(
-            "SELECT EXISTS(SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2)",
-        )
-        .bind(User::TYPE)
-        .bind(User::stream_id(id))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| format!("checking whether user {id} exists: {e}"))
+fn frameworks<A: Aggregate>(pool: &PgPool, wake: &Wake, services: A::Services) -> Frameworks<A>
+where
+    A::Services: Clone,
+{
+    Frameworks {
+        presumed: CqrsFramework::new(Presumed(store(pool, wake)), vec![], services.clone()),
+        loaded: CqrsFramework::new(store(pool, wake), vec![], services),
     }
 }
 
-fn framework<A: Aggregate>(pool: &PgPool, services: A::Services) -> Framework<A> {
-    let store = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()))
-        .with_upcasters(vec![Box::new(MurmurUpcaster)]);
-    CqrsFramework::new(store, vec![], services)
+/// Runs `command` on stream `id`: first on the stream presumed empty (one round trip when it
+/// is), then, if that appended nothing (the stream was not empty, or the command needs its
+/// state), on the loaded stream, retrying optimistic-concurrency conflicts (each retry
+/// reloads it, so the command is decided again on the newer state). Answers the position of
+/// the event it appended, or `None` when the command changed nothing.
+async fn execute<A>(
+    frameworks: &Frameworks<A>,
+    id: &str,
+    command: A::Command,
+    metadata: &EventMetadata,
+) -> Result<Option<Position>, AggregateError<DomainError>>
+where
+    A: Aggregate<Error = DomainError>,
+    A::Command: Clone,
+{
+    let presumed =
+        frameworks
+            .presumed
+            .execute_with_metadata(id, command.clone(), metadata.to_map());
+    match appending(presumed).await {
+        (Ok(()), Some(appended)) => return Ok(Some(appended)),
+        // Decided on a state the stream may not have: decide again on the real one.
+        (Ok(()), None)
+        | (Err(AggregateError::UserError(_)), _)
+        | (Err(AggregateError::AggregateConflict), _) => {}
+        (Err(error), _) => return Err(error),
+    }
+    let (result, appended) = appending(retrying(&frameworks.loaded, id, command, metadata)).await;
+    result.map(|()| appended)
 }
 
-/// Runs `command` on stream `id`, retrying optimistic-concurrency conflicts (each retry
-/// reloads the stream, so the command is decided again on the newer state).
-async fn execute<A>(
+async fn retrying<A>(
     framework: &Framework<A>,
     id: &str,
     command: A::Command,
@@ -153,21 +186,24 @@ pub fn metadata(actor_id: Option<UserId>, request_id: &str) -> EventMetadata {
 pub struct Commands {
     pub pool: PgPool,
     pub passwords: Passwords,
-    directory: Arc<dyn UserDirectory>,
-    handles: Framework<Handle>,
-    users: Framework<User>,
-    follows: Framework<Follow>,
-    posts: Framework<Post>,
+    directory: Arc<Directory>,
+    handles: Frameworks<Handle>,
+    users: Frameworks<User>,
+    follows: Frameworks<Follow>,
+    posts: Frameworks<Post>,
 }
 
 impl Commands {
-    pub fn new(pool: PgPool) -> Self {
-        let directory: Arc<dyn UserDirectory> = Arc::new(EventLogDirectory { pool: pool.clone() });
+    /// Commands over `pool`; `image` (the node's memory image) answers which users exist
+    /// where it can, and `wake` is told of every append.
+    pub fn new(pool: PgPool, image: Image, wake: Wake) -> Self {
+        let directory = Arc::new(Directory::new(pool.clone(), image));
+        let services: Arc<dyn UserDirectory> = directory.clone();
         Self {
-            handles: framework(&pool, ()),
-            users: framework(&pool, ()),
-            follows: framework(&pool, directory.clone()),
-            posts: framework(&pool, ()),
+            handles: frameworks(&pool, &wake, ()),
+            users: frameworks(&pool, &wake, ()),
+            follows: frameworks(&pool, &wake, services),
+            posts: frameworks(&pool, &wake, ()),
             passwords: Passwords::default(),
             directory,
             pool,
@@ -230,7 +266,7 @@ impl Commands {
         )
         .await;
         match claimed {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(AggregateError::UserError(DomainError::HandleTaken)) => {
                 self.delete_credentials(id).await;
                 if let Ok(Some(winner)) = self.claim_of(&handle).await {
@@ -251,12 +287,16 @@ impl Commands {
                 }
             }
         }
-        self.complete(&claim, &metadata).await?;
+        let position = match self.complete(&claim, &metadata).await? {
+            Some(appended) => appended,
+            // Completed meanwhile (a login or a start-up found the claim first).
+            None => self.position_of(User::TYPE, &User::stream_id(id)).await?,
+        };
         Ok(Registered {
             id,
             handle,
             display_name,
-            position: self.position_of(User::TYPE, &User::stream_id(id)).await?,
+            position,
         })
     }
 
@@ -314,8 +354,11 @@ impl Commands {
         };
         let stream = Follow::stream_id(follower, followee);
         let metadata = metadata(Some(follower), request_id);
-        execute(&self.follows, &stream, command, &metadata).await?;
-        Ok(self.position_of(Follow::TYPE, &stream).await?)
+        match execute(&self.follows, &stream, command, &metadata).await? {
+            Some(appended) => Ok(appended),
+            // Already so: the edge's newest event says since when.
+            None => Ok(self.position_of(Follow::TYPE, &stream).await?),
+        }
     }
 
     /// Creates a post by `author` (who must exist) with `body` (trimmed, 1–280 characters).
@@ -344,13 +387,16 @@ impl Commands {
             author_id: author,
             body: body.clone(),
         };
-        execute(&self.posts, &stream, command, &metadata).await?;
+        let position = match execute(&self.posts, &stream, command, &metadata).await? {
+            Some(appended) => appended,
+            None => self.position_of(Post::TYPE, &stream).await?,
+        };
         Ok(CreatedPost {
             id,
             author_id: author,
             body,
             created_at: metadata.time,
-            position: self.position_of(Post::TYPE, &stream).await?,
+            position,
         })
     }
 
@@ -366,14 +412,17 @@ impl Commands {
             post_id: id,
             actor_id: actor,
         };
-        execute(
+        let appended = execute(
             &self.posts,
             &stream,
             command,
             &metadata(Some(actor), request_id),
         )
         .await?;
-        Ok(self.position_of(Post::TYPE, &stream).await?)
+        match appended {
+            Some(appended) => Ok(appended),
+            None => Ok(self.position_of(Post::TYPE, &stream).await?),
+        }
     }
 
     /// Completes every registration interrupted between its handle claim and its
@@ -424,7 +473,7 @@ impl Commands {
                 }
                 // One claim that cannot be completed must not stop the others.
                 match self.complete(claim, &metadata).await {
-                    Ok(()) => {
+                    Ok(_) => {
                         tracing::info!(
                             user_id = claim.user_id,
                             "completed an interrupted registration"
@@ -443,21 +492,25 @@ impl Commands {
         }
     }
 
-    /// Appends the claim's `UserRegistered` unless it is already there (`Register` is idempotent).
-    async fn complete(&self, claim: &Claim, metadata: &EventMetadata) -> Result<(), ApiError> {
+    /// Appends the claim's `UserRegistered` unless it is already there (`Register` is
+    /// idempotent); answers its position if it appended it.
+    async fn complete(
+        &self,
+        claim: &Claim,
+        metadata: &EventMetadata,
+    ) -> Result<Option<Position>, ApiError> {
         let command = UserCommand::Register {
             user_id: claim.user_id,
             handle: claim.handle.clone(),
             display_name: claim.display_name.clone(),
         };
-        execute(
+        Ok(execute(
             &self.users,
             &User::stream_id(claim.user_id),
             command,
             metadata,
         )
-        .await?;
-        Ok(())
+        .await?)
     }
 
     /// [`Self::complete`] for a registration that is being refused anyway: failures are only logged.
