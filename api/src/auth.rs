@@ -59,14 +59,12 @@ impl TokenKeys {
 /// The signing secret: the configured one, else one generated once and kept in `data_dir`.
 pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = configured.filter(|s| !s.is_empty()) {
+        check_secret_length("MURMUR_JWT_SECRET", secret)?;
         return Ok(secret.as_bytes().to_vec());
     }
     let path = data_dir.join("jwt-secret");
-    match std::fs::read_to_string(&path) {
-        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().as_bytes().to_vec()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    if let Some(secret) = read_secret(&path)? {
+        return Ok(secret);
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
@@ -75,11 +73,60 @@ pub fn load_or_create_secret(configured: Option<&str>, data_dir: &Path) -> anyho
         let bytes: [u8; 32] = rand::rng().random();
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     };
-    // Write then rename, so a crash never leaves a half-written secret behind.
-    let tmp = data_dir.join("jwt-secret.tmp");
-    std::fs::write(&tmp, &secret).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    // Written whole and synced under a name of its own, readable by the owner only, then
+    // linked into place: linking fails if another process got there first, and then both
+    // use that one's secret. A crash never leaves a half-written secret behind.
+    let tmp = data_dir.join(format!("jwt-secret.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let written = write_private(&tmp, secret.as_bytes());
+    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    });
+    let _ = std::fs::remove_file(&tmp);
+    if !linked.with_context(|| format!("writing {}", path.display()))? {
+        return read_secret(&path)?.with_context(|| format!("{} appeared empty", path.display()));
+    }
+    if let Ok(dir) = std::fs::File::open(data_dir) {
+        let _ = dir.sync_all();
+    }
     Ok(secret.into_bytes())
+}
+
+/// The shortest secret accepted for signing tokens or guarding the audit.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Refuses a configured secret too short to resist guessing.
+pub fn check_secret_length(setting: &str, secret: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        secret.len() >= MIN_SECRET_BYTES,
+        "{setting} is {} bytes long; use at least {MIN_SECRET_BYTES} random bytes \
+         (e.g. `openssl rand -hex 32`)",
+        secret.len()
+    );
+    Ok(())
+}
+
+/// The secret stored at `path`, if there is one.
+fn read_secret(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::fs::read_to_string(path) {
+        Ok(secret) if !secret.trim().is_empty() => Ok(Some(secret.trim().as_bytes().to_vec())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Creates `path` (which must not exist) with mode 0600 and `contents`, synced to disk.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 /// Hashes and checks passwords with argon2id (the argon2 crate's defaults: 19 MiB, t=2, p=1).
@@ -171,6 +218,50 @@ impl Passwords {
 mod tests {
     use super::*;
 
+    fn scratch_dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("murmur-secret-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    #[test]
+    fn a_generated_secret_is_private_and_shared_by_processes_starting_together() {
+        let dir = scratch_dir();
+        let secrets: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create_secret(None, &dir).unwrap()))
+                .collect();
+            starts.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(secrets.iter().all(|s| *s == secrets[0]));
+        assert_eq!(secrets[0].len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("jwt-secret"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Nothing else is left in the directory, and a restart reads the same secret.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(load_or_create_secret(None, &dir).unwrap(), secrets[0]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn short_configured_secrets_are_refused() {
+        let dir = scratch_dir();
+        let error = load_or_create_secret(Some("short"), &dir).unwrap_err();
+        assert!(error.to_string().contains("MURMUR_JWT_SECRET"), "{error}");
+        let long = "s".repeat(MIN_SECRET_BYTES);
+        assert_eq!(
+            load_or_create_secret(Some(&long), &dir).unwrap(),
+            long.as_bytes()
+        );
+        assert!(check_secret_length("MURMUR_ADMIN_TOKEN", &"t".repeat(31)).is_err());
+        assert!(!dir.exists());
+    }
+
     #[test]
     fn tokens_round_trip_and_forgeries_fail() {
         let keys = TokenKeys::new(b"secret", Duration::from_secs(60));
@@ -204,9 +295,10 @@ mod tests {
         let first = load_or_create_secret(None, &dir).unwrap();
         let second = load_or_create_secret(None, &dir).unwrap();
         assert_eq!(first, second);
+        let given = "g".repeat(MIN_SECRET_BYTES);
         assert_eq!(
-            load_or_create_secret(Some("given"), &dir).unwrap(),
-            b"given"
+            load_or_create_secret(Some(&given), &dir).unwrap(),
+            given.as_bytes()
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

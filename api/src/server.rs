@@ -86,6 +86,9 @@ pub fn state(
     wake: Wake,
 ) -> anyhow::Result<AppState> {
     let secret = load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir)?;
+    if let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty()) {
+        crate::auth::check_secret_length("MURMUR_ADMIN_TOKEN", token)?;
+    }
     Ok(AppState {
         commands: Arc::new(Commands::new(pool.clone(), image.clone(), wake)),
         read_model,
@@ -94,6 +97,7 @@ pub fn state(
         config: Arc::new(config),
         pool,
         image,
+        login_throttle: Arc::default(),
     })
 }
 
@@ -161,6 +165,8 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     };
     let mut stopped = stopped;
     let http = tokio::spawn(async move {
+        // The peer's address, for the login throttle.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;

@@ -1,6 +1,9 @@
 //! Input rules shared by the aggregates and the API (the API checks a password before
 //! hashing it; everything else is checked by the aggregate that owns it).
 
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+
 use crate::DomainError;
 
 pub const HANDLE_MAX: usize = 30;
@@ -32,22 +35,52 @@ pub fn normalize_handle(handle: &str) -> String {
     handle.to_ascii_lowercase()
 }
 
-/// A display name is 1–50 characters after trimming, with no control characters.
-/// Returns the trimmed name, which is what gets stored.
+/// A display name is 1–50 characters after NFC normalisation and trimming, with no
+/// control or format characters (bidi overrides, zero-width spaces: they let one name pass
+/// for another) and at least one visible character (a letter, digit, punctuation or
+/// symbol). Returns the normalised, trimmed name, which is what gets stored.
 pub fn validate_display_name(name: &str) -> Result<String, DomainError> {
-    let trimmed = name.trim();
+    let normalized: String = name.nfc().collect();
+    let trimmed = normalized.trim();
     let len = trimmed.chars().count();
     if len == 0 || len > DISPLAY_NAME_MAX {
         return Err(DomainError::InvalidDisplayName(format!(
             "must be 1 to {DISPLAY_NAME_MAX} characters after trimming"
         )));
     }
-    if trimmed.chars().any(char::is_control) {
+    if trimmed.chars().any(|c| {
+        c.is_control() || c.general_category() == unicode_properties::GeneralCategory::Format
+    }) {
         return Err(DomainError::InvalidDisplayName(
-            "must not contain control characters".into(),
+            "must not contain control or format characters (such as bidi overrides or \
+             zero-width characters)"
+                .into(),
+        ));
+    }
+    let visible = |c: char| {
+        matches!(
+            c.general_category_group(),
+            GeneralCategoryGroup::Letter
+                | GeneralCategoryGroup::Number
+                | GeneralCategoryGroup::Punctuation
+                | GeneralCategoryGroup::Symbol
+        ) && !INVISIBLE_LETTERS.contains(&c)
+    };
+    if !trimmed.chars().any(visible) {
+        return Err(DomainError::InvalidDisplayName(
+            "must contain at least one visible character".into(),
         ));
     }
     Ok(trimmed.to_string())
+}
+
+/// Letters (category Lo) that render as blank: Hangul fillers and the like.
+const INVISIBLE_LETTERS: [char; 5] = ['\u{115F}', '\u{1160}', '\u{3164}', '\u{FFA0}', '\u{2800}'];
+
+/// The form a password is hashed and checked in: NFKC (as RFC 8265's OpaqueString profile
+/// suggests), so the same password typed on two keyboards is the same password.
+pub fn normalize_password(password: &str) -> String {
+    password.nfkc().collect()
 }
 
 /// A post body is 1–280 Unicode scalar values after trimming, without U+0000 (which
@@ -98,6 +131,16 @@ mod tests {
     }
 
     #[test]
+    fn passwords_are_compared_in_nfkc() {
+        assert_eq!(
+            normalize_password("e\u{0301}"),
+            normalize_password("\u{e9}")
+        );
+        assert_eq!(normalize_password("ｐａｓｓ"), "pass");
+        assert_eq!(normalize_password("plain ascii"), "plain ascii");
+    }
+
+    #[test]
     fn display_names() {
         assert_eq!(validate_display_name("  Alice  ").unwrap(), "Alice");
         assert!(validate_display_name("   ").is_err());
@@ -105,6 +148,16 @@ mod tests {
         assert!(validate_display_name(&"é".repeat(51)).is_err());
         assert!(validate_display_name("a\u{7}b").is_err());
         assert!(validate_display_name("a\nb").is_err());
+        // Bidi overrides, zero-width characters and names with nothing visible.
+        assert!(validate_display_name("\u{202e}evil").is_err());
+        assert!(validate_display_name("\u{200b}\u{200b}").is_err());
+        assert!(validate_display_name("a\u{2066}b").is_err());
+        assert!(validate_display_name("\u{3164}").is_err());
+        assert!(validate_display_name("\u{0301}\u{0301}").is_err());
+        assert!(validate_display_name("Zoë 🎉").is_ok());
+        // Stored in NFC: a decomposed é is stored composed, and counts as one character.
+        assert_eq!(validate_display_name("e\u{0301}").unwrap(), "\u{e9}");
+        assert!(validate_display_name(&"e\u{0301}".repeat(50)).is_ok());
     }
 
     #[test]

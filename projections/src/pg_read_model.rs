@@ -154,7 +154,7 @@ impl PgReadModel {
                     // Follow times are real ones; PostgreSQL could not even compare others.
                     .filter(|t| (1..=9999).contains(&t.year()))
                     .ok_or(ReadError::BadCursor)?;
-                (since, id)
+                (since, cursor::key(id)?)
             }
             None => (DateTime::<Utc>::MAX_UTC, i64::MAX),
         };

@@ -211,10 +211,20 @@ pub mod cursor {
         numbers.try_into().map_err(|_| ReadError::BadCursor)
     }
 
+    /// A key a cursor carries: an id as murmur hands them out (1 to 2^53 - 1); anything
+    /// else did not come from murmur.
+    pub fn key(n: i64) -> Result<i64, ReadError> {
+        if (1..=murmur_domain::MAX_ID).contains(&n) {
+            Ok(n)
+        } else {
+            Err(ReadError::BadCursor)
+        }
+    }
+
     /// Where a page of an author's posts starts: below which post id.
     pub fn posts_start(cursor: Option<&str>) -> Result<i64, ReadError> {
         match cursor {
-            Some(cursor) => Ok(decode::<1>(cursor)?[0]),
+            Some(cursor) => key(decode::<1>(cursor)?[0]),
             None => Ok(i64::MAX),
         }
     }
@@ -240,7 +250,7 @@ pub mod cursor {
                 if !(0..=cap).contains(&shown) {
                     return Err(ReadError::BadCursor);
                 }
-                Ok((before, shown))
+                Ok((key(before)?, shown))
             }
             None => Ok((i64::MAX, 0)),
         }

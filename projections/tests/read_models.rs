@@ -317,7 +317,7 @@ async fn compare(pg: &PgReadModel, mem: &MemReadModel, user: UserId, context: &s
     let page = PageRequest {
         limit: 5,
         cursor: Some(murmur_projections::read_model::cursor::encode(&[
-            i64::MAX,
+            murmur_domain::MAX_ID,
             INBOX_CAP as i64,
         ])),
     };

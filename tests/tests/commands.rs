@@ -191,6 +191,49 @@ async fn a_request_without_an_id_gets_one_recorded(_: PgPoolOptions, db: PgConne
 }
 
 #[sqlx::test(migrations = "../migrations")]
+async fn unfit_request_ids_are_replaced_and_the_recorded_one_is_echoed(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let server = TestServer::start(db).await;
+    let longest = "r".repeat(murmur_api::http::MAX_REQUEST_ID);
+    let cases = [
+        (longest.clone(), true),
+        ("r".repeat(murmur_api::http::MAX_REQUEST_ID + 1), false),
+        ("r".repeat(5_000), false),
+        ("has space".to_string(), false),
+        ("tab\there".to_string(), false),
+        ("caf\u{e9}".to_string(), false),
+    ];
+    for (n, (sent, kept)) in cases.into_iter().enumerate() {
+        let value = reqwest::header::HeaderValue::from_bytes(sent.as_bytes()).unwrap();
+        let response = server
+            .post_json(
+                "/v1/users",
+                json!({"handle": format!("rid{n}"), "display_name": "R", "password": PASSWORD}),
+            )
+            .header("x-request-id", value)
+            .send()
+            .await
+            .unwrap();
+        let echoed = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body = json_of(response, StatusCode::CREATED).await;
+        let user = stream(&server.pool, "User", &body["id"].to_string()).await;
+        assert_eq!(user[0].metadata.request_id, echoed, "{sent:.20}");
+        if kept {
+            assert_eq!(echoed, sent);
+        } else {
+            assert_ne!(echoed, sent);
+            assert!(echoed.len() <= murmur_api::http::MAX_REQUEST_ID);
+        }
+    }
+    server.stop().await;
+}
+
+#[sqlx::test(migrations = "../migrations")]
 async fn invalid_registrations_are_refused_and_write_nothing(
     _: PgPoolOptions,
     db: PgConnectOptions,

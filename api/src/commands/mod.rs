@@ -19,7 +19,8 @@ use chrono::{DateTime, Utc};
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
 use murmur_domain::rules::{
-    validate_display_name, validate_handle, validate_password, validate_post_body,
+    normalize_password, validate_display_name, validate_handle, validate_password,
+    validate_post_body,
 };
 use murmur_domain::{
     DomainError, EventMetadata, Follow, FollowCommand, Handle, HandleCommand, HandleEvent,
@@ -232,6 +233,7 @@ impl Commands {
         } = registration;
         validate_handle(&handle)?;
         let display_name = validate_display_name(&display_name)?;
+        let password = normalize_password(&password);
         validate_password(&password)?;
         let metadata = metadata(None, request_id);
         if let Some(claim) = self.claim_of(&handle).await? {
@@ -321,11 +323,12 @@ impl Commands {
             }
             None => None,
         };
+        let password = normalize_password(password);
         let (Some(claim), Some(hash)) = (claim, hash) else {
-            self.passwords.verify_dummy(password).await?;
+            self.passwords.verify_dummy(&password).await?;
             return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
         };
-        if !self.passwords.verify(password, &hash).await? {
+        if !self.passwords.verify(&password, &hash).await? {
             return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
         }
         self.complete(&claim, &metadata(None, request_id)).await?;

@@ -148,7 +148,7 @@ pub async fn audit_events(
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The stream's events", body = AuditPageDoc),
-        (status = 400, description = "Unknown aggregate type, bad `after` or `limit`", content_type = "application/problem+json"),
+        (status = 400, description = "Unknown aggregate type, an id with NUL, bad `after` or `limit`", content_type = "application/problem+json"),
         (status = 401, description = "No or invalid admin token", content_type = "application/problem+json"),
         (status = 403, description = "A user's token, not the admin token", content_type = "application/problem+json"),
     )
@@ -165,6 +165,12 @@ pub async fn audit_stream(
             "unknown aggregate type {aggregate_type:?}; one of {}",
             types.join(", ")
         )));
+    }
+    // No stream id holds a NUL, and PostgreSQL text cannot.
+    if aggregate_id.contains('\0') {
+        return Err(ApiError::BadRequest(
+            "an aggregate id cannot contain NUL".into(),
+        ));
     }
     let filter = AuditFilter::Stream {
         aggregate_type,
@@ -194,6 +200,7 @@ pub async fn audit_user(
     Path(id): Path<UserId>,
     Query(params): Query<AuditParams>,
 ) -> Result<Json<AuditPage>, ApiError> {
+    let id = super::extractor::valid_id(id, "user")?;
     page(&state, AuditFilter::User(id), params).await
 }
 

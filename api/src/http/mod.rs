@@ -31,6 +31,23 @@ pub use error::ApiError;
 /// Largest request body accepted (413 above it).
 pub const BODY_LIMIT: usize = 64 * 1024;
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The longest client-sent request id kept (it is stored in every event's metadata).
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// A client's request id is kept if it is 1 to [`MAX_REQUEST_ID`] visible ASCII characters;
+/// otherwise it is dropped here and the request-id layer generates one (which the answer
+/// echoes, as it echoes a kept one).
+fn drop_unfit_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let fit = |v: &axum::http::HeaderValue| {
+        let id = v.as_bytes();
+        (1..=MAX_REQUEST_ID).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
+    };
+    let ids = request.headers().get_all(REQUEST_ID_HEADER);
+    if ids.iter().next().is_some() && !(ids.iter().count() == 1 && ids.iter().all(fit)) {
+        request.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    request
+}
 
 /// Everything a handler may use. Cheap to clone.
 #[derive(Clone)]
@@ -43,6 +60,7 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// The memory image queries read (kept by the projector tasks).
     pub image: murmur_projections::Image,
+    pub login_throttle: Arc<crate::throttle::LoginThrottle>,
 }
 
 /// The whole API.
@@ -51,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     health::prometheus();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let layers = ServiceBuilder::new()
+        .layer(tower::util::MapRequestLayer::new(drop_unfit_request_id))
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -3,6 +3,9 @@
 
 use axum::http::StatusCode;
 use axum::routing::post;
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
 use axum::{extract::State, Router};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
@@ -120,17 +123,38 @@ pub struct LoginResponse {
         (status = 401, description = "Wrong handle or password (the same answer for both)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins for this handle or from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RequestId(request_id): RequestId,
     Json(request): Json<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let user_id = state
+    let throttle = &state.login_throttle;
+    let address = Some(peer.ip());
+    if let Some(retry_after_secs) = throttle.retry_after(&request.handle, address) {
+        return Err(ApiError::TooManyRequests {
+            detail: "too many failed logins; try again later".into(),
+            retry_after_secs,
+        });
+    }
+    let logged_in = state
         .commands
         .login(&request.handle, &request.password, &request_id)
-        .await?;
+        .await;
+    let user_id = match logged_in {
+        Ok(user_id) => {
+            throttle.succeeded(&request.handle);
+            user_id
+        }
+        Err(error @ ApiError::Unauthorized(_)) => {
+            throttle.failed(&request.handle, address);
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
     Ok(Json(LoginResponse {
         user_id,
         token: state.tokens.issue(user_id)?,
@@ -166,7 +190,11 @@ mod tests {
                 "post",
                 &["201", "400", "409", "413", "415", "422"],
             ),
-            ("/v1/sessions", "post", &["200", "400", "401", "413", "415"]),
+            (
+                "/v1/sessions",
+                "post",
+                &["200", "400", "401", "413", "415", "429"],
+            ),
             (
                 "/v1/users/{id}/following/{target}",
                 "put",

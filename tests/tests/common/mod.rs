@@ -12,8 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 pub const PASSWORD: &str = "correct horse battery";
-pub const JWT_SECRET: &str = "test-secret";
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const JWT_SECRET: &str = "test-secret-at-least-32-bytes-long";
+pub const ADMIN_TOKEN: &str = "test-admin-token-at-least-32-bytes";
 /// How many 503s [`TestServer::read`] retries (each after the server's 5 s wait).
 const READ_RETRIES: usize = 11;
 
@@ -253,15 +253,19 @@ pub fn ids(page: &Value) -> Vec<i64> {
         .collect()
 }
 
-pub async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    let content_type = response
+/// The answer's `Content-Type` ("" when there is none).
+pub fn content_type(response: &reqwest::Response) -> String {
+    response
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-        .to_string();
-    assert_eq!(content_type, "application/problem+json");
+        .to_string()
+}
+
+pub async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(content_type(&response), "application/problem+json");
     let body: Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], status.as_u16());
     body
