@@ -51,6 +51,22 @@ pub struct Config {
     /// wake them at once, other processes' by a notification).
     #[arg(long, env = "MURMUR_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
+
+    /// Most connections served at once (more wait in the listen backlog).
+    #[arg(long, env = "MURMUR_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// A connection whose request head has not arrived after this long is closed.
+    #[arg(long, env = "MURMUR_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// A request (body included) not answered after this long gets 408.
+    #[arg(long, env = "MURMUR_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// On shutdown, how long open connections may take to finish their requests.
+    #[arg(long, env = "MURMUR_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 /// Parses `7d`, `12h`, `30m`, `90s`, `250ms` or a bare number of seconds.

@@ -127,6 +127,11 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     let image = Image::new(&projector_config.settings());
     let tables = PgReadModel::with_checkpoints(pool.clone(), checkpoints);
     let read_model = Arc::new(MemReadModel::new(image.clone(), tables));
+    let limits = http::serve::Limits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_timeout,
+        shutdown_grace: config.shutdown_grace,
+    };
     let wake = Wake::new();
     let state = state(
         config,
@@ -165,14 +170,11 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     };
     let mut stopped = stopped;
     let http = tokio::spawn(async move {
-        // The peer's address, for the login throttle.
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-            .context("serving HTTP")
+        http::serve::serve(listener, app, limits, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await;
+        anyhow::Ok(())
     });
     tracing::info!(%addr, "murmur listening");
     Ok(Server {

@@ -27,6 +27,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than 64 KiB")]
     PayloadTooLarge,
+    #[error("the request was not completed in time")]
+    RequestTimeout,
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// A domain rule is broken; the detail names it.
@@ -68,6 +70,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -24,6 +24,7 @@ pub mod health;
 pub mod openapi;
 pub mod posts;
 pub mod queries;
+pub mod serve;
 pub mod users;
 
 pub use error::ApiError;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     // Install the metrics recorder before anything records.
     health::prometheus();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let request_timeout = state.config.request_timeout;
     let layers = ServiceBuilder::new()
         .layer(tower::util::MapRequestLayer::new(drop_unfit_request_id))
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -83,7 +85,12 @@ pub fn router(state: AppState) -> Router {
             // One line per answered request (status, latency), within the request's span.
             .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
-        .layer(PropagateRequestIdLayer::new(request_id));
+        .layer(PropagateRequestIdLayer::new(request_id))
+        // A request not answered in time (a body trickling in, say) gets a 408 problem.
+        .layer(axum::error_handling::HandleErrorLayer::new(
+            |_: tower::BoxError| async { ApiError::RequestTimeout },
+        ))
+        .layer(tower::timeout::TimeoutLayer::new(request_timeout));
 
     Router::new()
         .merge(users::router())
