@@ -94,7 +94,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(config) => {
             let pool = server::connect(&config).await?;
             let server = server::start(config, pool).await?;
-            shutdown_signal().await;
+            // Frozen read models must not keep answering: if the projectors stop, exit
+            // non-zero so that a supervisor restarts the process.
+            let stopped = tokio::select! {
+                () = shutdown_signal() => None,
+                reason = server.projectors_stopped() => Some(reason),
+            };
+            if let Some(reason) = stopped {
+                tracing::error!(reason, "the projectors stopped; exiting");
+                let _ = server.shutdown().await;
+                anyhow::bail!("{reason}");
+            }
             server.shutdown().await.context("shutting down")?;
             tracing::info!("stopped");
         }

@@ -193,6 +193,11 @@ impl Server {
         self.image.loaded().await;
     }
 
+    /// Waits until the projector runtime stops (it should not before shutdown); why.
+    pub async fn projectors_stopped(&self) -> String {
+        self.image.wait_stopped().await
+    }
+
     /// Stops accepting connections, lets in-flight requests finish, stops the projectors
     /// and the checkpoint listener.
     pub async fn shutdown(self) -> anyhow::Result<()> {

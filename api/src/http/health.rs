@@ -107,12 +107,18 @@ pub async fn healthz() -> Json<Health> {
 pub struct Readiness {
     #[schema(example = "ok")]
     pub status: &'static str,
-    /// Each projection's durable copy: its checkpoint and lag behind the event log.
-    #[schema(value_type = Vec<Object>)]
-    pub projections: Vec<murmur_projections::ProjectionStatus>,
+    /// Each projection's durable copy: where its checkpoint is.
+    pub projections: Vec<DurableStatus>,
     /// Each projection's state in this node's memory (what queries read): its position and
-    /// lag behind the event log.
+    /// the figures its task last measured (at most a second ago).
     pub memory: Vec<MemoryStatus>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DurableStatus {
+    pub name: &'static str,
+    #[schema(value_type = String, example = "812:40")]
+    pub checkpoint: murmur_projections::Position,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -120,57 +126,69 @@ pub struct MemoryStatus {
     pub name: &'static str,
     #[schema(value_type = String, example = "812:40")]
     pub position: murmur_projections::Position,
-    /// Committed events not applied in memory yet.
-    pub lag_events: i64,
-    /// Age of the oldest of them (0 when caught up).
-    pub lag_seconds: f64,
+    /// Lag, durable lag (on the leading node), a failure the task has not got past, and the
+    /// transaction holding it back (see `murmur_projections::runtime::Health`).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub health: murmur_projections::runtime::Health,
 }
 
-/// The database answers; reports how far each projection has got.
+/// Ready: the database answers, the projections are in memory and applying the log. Costs
+/// one small query (no count over the log): the figures come from the projector tasks.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "The database does not answer, or the projections are still loading", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer, the projections are still loading, a projection cannot apply an event (the detail names it and the event), or the projectors stopped", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
-    let unavailable = |e: anyhow::Error| {
-        tracing::warn!(error = ?e, "not ready");
-        ApiError::Unavailable {
-            detail: "the database does not answer".into(),
-            retry_after_secs: 1,
-        }
+    let unavailable = |detail: String| ApiError::Unavailable {
+        detail,
+        retry_after_secs: 1,
     };
-    sqlx::query("SELECT 1")
-        .execute(&state.pool)
+    if let Some(reason) = state.image.stopped() {
+        return Err(unavailable(reason));
+    }
+    let checkpoints = murmur_projections::checkpoints::read_all(&state.pool)
         .await
-        .map_err(|e| unavailable(e.into()))?;
-    let projections = murmur_projections::status(&state.pool)
-        .await
-        .map_err(unavailable)?;
+        .map_err(|e| {
+            tracing::warn!(error = ?e, "not ready");
+            unavailable("the database does not answer".into())
+        })?;
     if !state.image.is_loaded() {
-        return Err(ApiError::Unavailable {
-            detail: "the projections are still loading into memory".into(),
-            retry_after_secs: 1,
-        });
+        return Err(unavailable(
+            "the projections are still loading into memory".into(),
+        ));
     }
     let mut memory = Vec::with_capacity(Kind::ALL.len());
     for kind in Kind::ALL {
-        let position = state.image.get(kind).position();
-        let (lag_events, lag_seconds) =
-            murmur_projections::runtime::memory_lag(&state.pool, position)
-                .await
-                .map_err(unavailable)?;
+        let live = state.image.get(kind);
+        let health = live.health();
+        if let Some(failure) = &health.failure {
+            return Err(unavailable(format!(
+                "the {} projection is stuck: {failure}",
+                kind.name()
+            )));
+        }
         memory.push(MemoryStatus {
             name: kind.name(),
-            position,
-            lag_events,
-            lag_seconds,
+            position: live.position(),
+            health,
         });
     }
+    let projections = Kind::ALL
+        .iter()
+        .map(|kind| DurableStatus {
+            name: kind.name(),
+            checkpoint: checkpoints
+                .get(kind.name())
+                .copied()
+                .unwrap_or(murmur_projections::Position::START),
+        })
+        .collect();
     Ok(Json(Readiness {
         status: "ok",
         projections,

@@ -207,6 +207,32 @@ pub async fn lag(conn: &mut PgConnection, at: Position) -> anyhow::Result<(i64, 
     ))
 }
 
+/// The oldest write transaction in flight anywhere in the cluster: what holds every
+/// reader's horizon (`pg_snapshot_xmin`) back. Other users' sessions show only to a
+/// superuser or a member of `pg_read_all_stats`; then this may find nothing.
+pub async fn oldest_transaction(
+    conn: &mut PgConnection,
+) -> anyhow::Result<Option<crate::runtime::Blocker>> {
+    let row = sqlx::query(
+        "SELECT pid, datname::text AS database,
+                coalesce(extract(epoch FROM now() - xact_start), 0)::float8 AS age
+         FROM pg_stat_activity
+         WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+         ORDER BY age(backend_xid) DESC LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await
+    .context("looking for the oldest transaction")?;
+    row.map(|row| {
+        Ok(crate::runtime::Blocker {
+            pid: row.try_get("pid")?,
+            database: row.try_get("database")?,
+            age_seconds: row.try_get("age")?,
+        })
+    })
+    .transpose()
+}
+
 /// Events in the log after `from` up to and including `to`.
 pub async fn events_between(
     conn: &mut PgConnection,

@@ -58,6 +58,9 @@ pub async fn run(
             config: config.clone(),
             wake: wake.subscribe(),
             stop: stop.clone(),
+            held_since: None,
+            blocker_checked: None,
+            warned: None,
         };
         tasks.spawn(task.run(role));
     }
@@ -125,15 +128,6 @@ async fn listen(pool: PgPool, wake: Wake, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn record_lag(name: &'static str, (events, seconds): (i64, f64), durable_events: Option<i64>) {
-    metrics::gauge!("murmur_projection_lag_events", "projection" => name).set(events as f64);
-    metrics::gauge!("murmur_projection_lag_seconds", "projection" => name).set(seconds);
-    if let Some(durable) = durable_events {
-        metrics::gauge!("murmur_projection_durable_lag_events", "projection" => name)
-            .set(durable as f64);
-    }
-}
-
 /// One projection's task on one node.
 struct Task {
     pool: PgPool,
@@ -141,7 +135,14 @@ struct Task {
     config: ProjectorConfig,
     wake: watch::Receiver<u64>,
     stop: watch::Receiver<bool>,
+    /// Since when committed events have waited behind another transaction.
+    held_since: Option<Instant>,
+    blocker_checked: Option<Instant>,
+    warned: Option<Instant>,
 }
+
+/// How long committed events may wait behind another transaction before it is named.
+const HELD_BACK_WARNING: Duration = Duration::from_secs(5);
 
 /// What a pass of [`Task::apply`] ended with.
 enum Then {
@@ -153,6 +154,74 @@ enum Then {
 impl Task {
     fn name(&self) -> &'static str {
         self.live.kind().name()
+    }
+
+    /// Publishes a lag measurement (metrics and the projection's health); a task that
+    /// measures has got past any failure.
+    fn record_lag(&self, (events, seconds): (i64, f64), durable_events: Option<i64>) {
+        let name = self.name();
+        metrics::gauge!("murmur_projection_lag_events", "projection" => name).set(events as f64);
+        metrics::gauge!("murmur_projection_lag_seconds", "projection" => name).set(seconds);
+        if let Some(durable) = durable_events {
+            metrics::gauge!("murmur_projection_durable_lag_events", "projection" => name)
+                .set(durable as f64);
+        }
+        self.live.update_health(|h| {
+            h.lag_events = events;
+            h.lag_seconds = seconds;
+            h.durable_lag_events = durable_events;
+            h.failure = None;
+        });
+    }
+
+    /// While committed events wait behind another transaction for longer than
+    /// [`HELD_BACK_WARNING`], names that transaction (in the health, a metric and a
+    /// warning); forgets it once events flow.
+    async fn note_held_back(
+        &mut self,
+        conn: &mut PgConnection,
+        held_back: bool,
+    ) -> anyhow::Result<()> {
+        let name = self.name();
+        let since = match (held_back, self.held_since) {
+            (false, _) => {
+                if self.held_since.take().is_some() {
+                    metrics::gauge!("murmur_projection_held_back_seconds", "projection" => name)
+                        .set(0.0);
+                    self.live.update_health(|h| h.held_back_by = None);
+                }
+                return Ok(());
+            }
+            (true, None) => *self.held_since.insert(Instant::now()),
+            (true, Some(since)) => since,
+        };
+        let held = since.elapsed();
+        if held < HELD_BACK_WARNING
+            || self
+                .blocker_checked
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        self.blocker_checked = Some(Instant::now());
+        let blocker = checkpoint::oldest_transaction(conn).await?;
+        metrics::gauge!("murmur_projection_held_back_seconds", "projection" => name)
+            .set(held.as_secs_f64());
+        if self
+            .warned
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
+        {
+            self.warned = Some(Instant::now());
+            tracing::warn!(
+                projection = name,
+                held_back_seconds = held.as_secs_f64(),
+                blocker = ?blocker,
+                "committed events wait behind an older transaction in the cluster \
+                 (pg_snapshot_xmin is cluster-wide): end it, or keep write transactions short"
+            );
+        }
+        self.live.update_health(|h| h.held_back_by = blocker);
+        Ok(())
     }
 
     /// Leads when it can (a projector node), follows otherwise, until stopped; after a
@@ -178,7 +247,13 @@ impl Task {
                 Ok(Then::Stop) => return Ok(()),
                 Ok(Then::TryLead) => continue,
                 Err(e) if e.is::<SettingsMismatch>() => return Err(e),
-                Err(e) => tracing::error!(projection = name, error = ?e, "projector failed"),
+                Err(e) => {
+                    tracing::error!(projection = name, error = ?e, "projector failed");
+                    metrics::counter!("murmur_projection_failures_total", "projection" => name)
+                        .increment(1);
+                    self.live
+                        .update_health(|h| h.failure = Some(format!("{e:#}")));
+                }
             }
             if pause(self.config.standby_retry, &mut self.stop).await {
                 return Ok(());
@@ -225,7 +300,7 @@ impl Task {
                 let at = projector.position();
                 let head = checkpoint::lag(conn, at).await?;
                 let durable = checkpoint::events_between(conn, projector.durable(), at).await?;
-                record_lag(self.name(), head, Some(durable));
+                self.record_lag(head, Some(durable));
                 lag_measured = Some(Instant::now());
             }
             if busy {
@@ -262,7 +337,7 @@ impl Task {
             let (step, busy) = self.step(&mut projector, &mut conn).await?;
             if lag_measured.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 let head = checkpoint::lag(&mut conn, projector.position()).await?;
-                record_lag(self.name(), head, None);
+                self.record_lag(head, None);
                 lag_measured = Some(Instant::now());
             }
             if busy {
@@ -307,13 +382,14 @@ impl Task {
     /// behind an older transaction still in flight (anywhere in the cluster), since its
     /// end brings no further notification.
     async fn idle_wait(
-        &self,
+        &mut self,
         conn: &mut PgConnection,
         projector: &Projector,
         step: Step,
     ) -> anyhow::Result<Duration> {
         let held_back =
             step == Step::Idle && checkpoint::committed_after(conn, projector.position()).await?;
+        self.note_held_back(conn, held_back).await?;
         Ok(if held_back {
             self.config.poll_interval.min(HELD_BACK_RETRY)
         } else {

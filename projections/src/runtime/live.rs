@@ -6,7 +6,7 @@
 //! nobody holds either across an `.await`; so a reader never waits for a database commit or
 //! for a whole batch.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -26,6 +26,34 @@ pub struct Live {
     position: watch::Sender<Position>,
     /// False until a state has been loaded: an empty state is not an answer.
     loaded: watch::Sender<bool>,
+    /// What the projector task last measured and met (for `/readyz`, without queries).
+    health: Mutex<Health>,
+}
+
+/// A projection's health as its task last saw it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Health {
+    /// Committed events not applied in memory yet, measured at most a second ago.
+    pub lag_events: i64,
+    /// Age of the oldest of them, in seconds.
+    pub lag_seconds: f64,
+    /// Events the durable copy has still to write (on the node that leads it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durable_lag_events: Option<i64>,
+    /// The task's last failure, while it has not got past it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// The transaction keeping committed events from being read, while it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back_by: Option<Blocker>,
+}
+
+/// The oldest transaction in flight in the cluster (`pg_snapshot_xmin` is cluster-wide).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Blocker {
+    pub pid: i32,
+    pub database: Option<String>,
+    pub age_seconds: f64,
 }
 
 impl Live {
@@ -36,7 +64,25 @@ impl Live {
             state: RwLock::new(kind.empty(settings)),
             position: watch::Sender::new(Position::START),
             loaded: watch::Sender::new(false),
+            health: Mutex::new(Health::default()),
         }
+    }
+
+    /// The task's last figures and failure.
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn update_health(&self, change: impl FnOnce(&mut Health)) {
+        change(
+            &mut self
+                .health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 
     pub fn kind(&self) -> Kind {
@@ -114,13 +160,36 @@ impl Live {
 #[derive(Clone)]
 pub struct Image {
     lives: Arc<[Arc<Live>; 3]>,
+    /// Why the projector runtime stopped, once it has (its state is frozen from then on).
+    stopped: Arc<watch::Sender<Option<String>>>,
 }
 
 impl Image {
     pub fn new(settings: &Settings) -> Self {
         Self {
             lives: Arc::new(Kind::ALL.map(|kind| Arc::new(Live::new(kind, settings)))),
+            stopped: Arc::new(watch::Sender::new(None)),
         }
+    }
+
+    /// Why the runtime keeping this image stopped, if it has.
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped.borrow().clone()
+    }
+
+    /// Waits until the runtime keeping this image stops; answers why.
+    pub async fn wait_stopped(&self) -> String {
+        let mut stopped = self.stopped.subscribe();
+        let reason = match stopped.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The sender lives as long as `self`.
+            Err(_) => String::new(),
+        };
+        reason
+    }
+
+    pub(crate) fn mark_stopped(&self, reason: String) {
+        self.stopped.send_replace(Some(reason));
     }
 
     pub fn get(&self, kind: Kind) -> &Arc<Live> {

@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::log::wake::{Wake, CHANNEL};
 pub use leader::Role;
-pub use live::{Image, Live};
+pub use live::{Blocker, Health, Image, Live};
 pub use projector::{Projector, Stale, Step};
 
 use crate::log::checkpoint;
@@ -203,5 +203,15 @@ pub fn spawn_into(
     wake: Wake,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(leader::run(pool, config, image, role, wake, shutdown))
+    tokio::spawn(async move {
+        let up = metrics::gauge!("murmur_projectors_up");
+        up.set(1.0);
+        let result = leader::run(pool, config, image.clone(), role, wake, shutdown).await;
+        up.set(0.0);
+        image.mark_stopped(match &result {
+            Ok(()) => "the projectors were stopped".to_string(),
+            Err(e) => format!("the projectors failed: {e:#}"),
+        });
+        result
+    })
 }

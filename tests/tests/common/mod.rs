@@ -238,6 +238,14 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// Waits until the server's projector runtime stops; why.
+    pub async fn projectors_stopped(&self) -> String {
+        match &self.server {
+            Some(server) => server.projectors_stopped().await,
+            None => String::new(),
+        }
+    }
+
     /// Stops the server gracefully.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
