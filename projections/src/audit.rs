@@ -53,8 +53,13 @@ pub struct AuditEvent {
     pub upcast: bool,
     /// The event's payload in its current form.
     pub payload: Value,
-    pub metadata: EventMetadata,
-    /// Set when murmur cannot decode the stored event; `payload` is then shown as stored.
+    /// Who acted, in which request, when (`None` when the stored metadata is unreadable).
+    pub metadata: Option<EventMetadata>,
+    /// The metadata as stored, when it cannot be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_metadata: Option<Value>,
+    /// Set when murmur cannot decode the stored event or its metadata; what it cannot read
+    /// is then shown as stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
 }
@@ -139,8 +144,11 @@ fn audit_event(row: &PgRow) -> anyhow::Result<AuditEvent> {
     let stored_type: String = row.try_get("event_type")?;
     let stored_version: String = row.try_get("event_version")?;
     let stored_payload: Value = row.try_get("payload")?;
-    let metadata = EventMetadata::from_json(&row.try_get("metadata")?)
-        .with_context(|| format!("metadata of the event at {position}"))?;
+    let stored_metadata: Value = row.try_get("metadata")?;
+    let (metadata, metadata_unreadable) = match EventMetadata::from_json(&stored_metadata) {
+        Ok(metadata) => (Some(metadata), None),
+        Err(e) => (None, Some(format!("metadata: {e}"))),
+    };
     let decoded = MurmurEvent::decode(
         &aggregate_type,
         &stored_type,
@@ -169,7 +177,11 @@ fn audit_event(row: &PgRow) -> anyhow::Result<AuditEvent> {
         event_version,
         stored_version,
         payload,
+        stored_metadata: metadata.is_none().then_some(stored_metadata),
         metadata,
-        unreadable,
+        unreadable: match (unreadable, metadata_unreadable) {
+            (Some(event), Some(metadata)) => Some(format!("{event}; {metadata}")),
+            (event, metadata) => event.or(metadata),
+        },
     })
 }

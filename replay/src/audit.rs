@@ -80,13 +80,14 @@ fn row(event: &AuditEvent) -> String {
     format!(
         "{:<14} {:<27} {:<6} {:<26} {:>4} {:<22} {}",
         event.position.to_string(),
+        event.metadata.as_ref().map_or_else(
+            || "?".to_string(),
+            |m| m.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ),
         event
             .metadata
-            .time
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        event
-            .metadata
-            .actor_id
+            .as_ref()
+            .and_then(|m| m.actor_id)
             .map_or_else(|| "-".to_string(), |a| a.to_string()),
         format!("{}/{}", event.aggregate_type, event.aggregate_id),
         event.sequence,

@@ -58,6 +58,10 @@ enum Command {
     /// Read the audit trail (events in commit order, older versions shown upcast).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// After restoring the database into another cluster (whose transaction ids are behind
+    /// the log's): move the whole log into this cluster's past, keeping its order, and the
+    /// checkpoints with it. Stop every murmur process first. Does nothing when not needed.
+    Resequence,
 }
 
 #[derive(Args)]
@@ -242,6 +246,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let projections = select(&replay.projection)?;
             let report = verify(&pool, projections, &options).await?;
             Ok(print_verify(&report))
+        }
+        Command::Resequence => {
+            let done = murmur_projections::log::restore::resequence(&pool).await?;
+            if done.events == 0 {
+                println!("the log is in this cluster's past already: nothing to do");
+            } else {
+                println!(
+                    "resequenced {} events and {} checkpoints into this cluster's past",
+                    done.events, done.checkpoints
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit(command) => {
             let (filter, page, default_limit) = match command {

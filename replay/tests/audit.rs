@@ -103,7 +103,10 @@ async fn the_audit_reads_complete_ordered_histories(pool: PgPool) {
     let log = read_all(&pool, &AuditFilter::All { since: None }, 4).await;
     assert_eq!(log.len(), story().len());
     assert!(log.windows(2).all(|w| w[0].position < w[1].position));
-    let requests: Vec<&str> = log.iter().map(|e| e.metadata.request_id.as_str()).collect();
+    let requests: Vec<&str> = log
+        .iter()
+        .map(|e| e.metadata.as_ref().unwrap().request_id.as_str())
+        .collect();
     let expected: Vec<String> = (0..story().len()).map(|i| format!("req-{i}")).collect();
     assert_eq!(requests, expected);
 
@@ -111,7 +114,9 @@ async fn the_audit_reads_complete_ordered_histories(pool: PgPool) {
     let since = t0() + Duration::minutes(8);
     let recent = read_all(&pool, &AuditFilter::All { since: Some(since) }, 100).await;
     assert_eq!(recent.len(), story().len() - 8);
-    assert!(recent.iter().all(|e| e.metadata.time >= since));
+    assert!(recent
+        .iter()
+        .all(|e| e.metadata.as_ref().unwrap().time >= since));
 
     // User 1: their registration and claim, what they did, and what was done to them.
     let user1 = read_all(&pool, &AuditFilter::User(1), 2).await;
@@ -151,7 +156,7 @@ async fn the_audit_reads_complete_ordered_histories(pool: PgPool) {
     let history = read_all(&pool, &follow, 100).await;
     let sequences: Vec<i64> = history.iter().map(|e| e.sequence).collect();
     assert_eq!(sequences, [1, 2]);
-    assert_eq!(history[1].metadata.actor_id, Some(3));
+    assert_eq!(history[1].metadata.as_ref().unwrap().actor_id, Some(3));
     let unknown = AuditFilter::Stream {
         aggregate_type: "Post".into(),
         aggregate_id: "404".into(),

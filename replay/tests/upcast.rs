@@ -132,6 +132,6 @@ async fn a_v1_user_registered_loads_everywhere(pool: PgPool) {
         registered.payload,
         json!({"UserRegistered": {"user_id": 7, "handle": "Old_Timer", "display_name": "Old_Timer"}})
     );
-    assert_eq!(registered.metadata.request_id, "legacy-1");
+    assert_eq!(registered.metadata.as_ref().unwrap().request_id, "legacy-1");
     assert_eq!(registered.unreadable, None);
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{problem, TestServer};
+use common::{problem, TestServer, ADMIN_TOKEN};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -65,6 +65,25 @@ async fn an_event_that_cannot_be_applied_makes_readyz_name_it(
     assert!(detail.contains("projection is stuck"), "{detail}");
     assert!(detail.contains(&format!("event at {at}")), "{detail}");
     assert_metric(&s, "murmur_projection_failures_total").await;
+    // The audit shows the row as stored, with the reason, and the rest of the page.
+    let page: Value = s
+        .get("/v1/audit/events?limit=1000")
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{page}");
+    let bogus = &items[2];
+    assert_eq!(bogus["position"], at);
+    assert_eq!(bogus["event_type"], "Bogus");
+    assert_eq!(bogus["payload"], serde_json::json!({"Bogus": {}}));
+    assert_eq!(bogus["metadata"], Value::Null);
+    assert_eq!(bogus["stored_metadata"], serde_json::json!({}));
+    assert!(bogus["unreadable"].as_str().is_some(), "{bogus}");
     s.stop().await;
 }
 

@@ -75,8 +75,13 @@ pub struct AuditEventDoc {
     /// The event in its current form, e.g. `{"PostCreated": {...}}`.
     #[schema(value_type = Object)]
     payload: serde_json::Value,
-    metadata: AuditMetadataDoc,
-    /// Present only when murmur cannot decode the stored event (then shown as stored).
+    /// Null when the stored metadata cannot be read (see `stored_metadata`).
+    metadata: Option<AuditMetadataDoc>,
+    /// Present only when the stored metadata cannot be read: as stored.
+    #[schema(value_type = Option<Object>)]
+    stored_metadata: Option<serde_json::Value>,
+    /// Present only when murmur cannot decode the stored event or its metadata (then shown
+    /// as stored), with the reason.
     unreadable: Option<String>,
 }
 
@@ -245,11 +250,12 @@ mod tests {
             stored_version: "1".into(),
             upcast: true,
             payload: serde_json::json!({}),
-            metadata: EventMetadata {
+            metadata: Some(EventMetadata {
                 actor_id: None,
                 request_id: "r".into(),
                 time: chrono::Utc::now(),
-            },
+            }),
+            stored_metadata: Some(serde_json::json!({})),
             unreadable: Some("documented too".into()),
         };
         let page = AuditPage {

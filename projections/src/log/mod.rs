@@ -6,4 +6,5 @@ pub mod checkpoint;
 pub mod horizon;
 pub mod position;
 pub mod read;
+pub mod restore;
 pub mod wake;

@@ -36,6 +36,8 @@ pub async fn run(
     wake: Wake,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // A log restored from another cluster would be misread from the first batch on.
+    crate::log::restore::check(&mut *pool.acquire().await?).await?;
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let (listener_pool, listener_wake, listener_stop) = (pool.clone(), wake.clone(), stop.clone());

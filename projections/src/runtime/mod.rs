@@ -163,10 +163,12 @@ pub async fn memory_lag(pool: &PgPool, at: Position) -> anyhow::Result<(i64, f64
     checkpoint::lag(&mut conn, at).await
 }
 
-/// Checks every projection's stored settings against `config` (see
-/// [`checkpoint::check_settings`]): a server refuses to start on a mismatch.
+/// Checks that the log belongs to this cluster ([`crate::log::restore::check`]) and every
+/// projection's stored settings against `config` (see [`checkpoint::check_settings`]): a
+/// server refuses to start otherwise.
 pub async fn check_settings(pool: &PgPool, config: &ProjectorConfig) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await.context("connecting")?;
+    crate::log::restore::check(&mut conn).await?;
     for kind in projections(config) {
         checkpoint::check_settings(&mut conn, kind.name(), &kind.identity(&config.settings()))
             .await?;
