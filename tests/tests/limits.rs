@@ -75,3 +75,23 @@ async fn a_stalled_body_gets_a_408_problem(_: PgPoolOptions, db: PgConnectOption
     assert!(answer.contains("application/problem+json"), "{answer}");
     s.stop().await;
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn shutdown_waits_for_requests_at_most_the_grace_period(
+    _: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let s = TestServer::start_with(db, |c| c.shutdown_grace = Duration::from_millis(200)).await;
+    // A read that waits for a position the log will not reach (up to its 5 s limit).
+    let far = format!("{}:1", u64::MAX);
+    let waiting = s
+        .get("/v1/users/1")
+        .header("x-murmur-min-position", far)
+        .send();
+    let waiting = tokio::spawn(waiting);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.stop().await;
+    // Cut at the deadline: the connection is closed before the read's own answer (a 503).
+    let answer = waiting.await.unwrap();
+    assert!(answer.is_err(), "{answer:?}");
+}

@@ -18,6 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 /// What one server lets its clients take.
@@ -44,8 +45,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -76,7 +79,7 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
@@ -87,7 +90,9 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(limits.shutdown_grace) => {
-            tracing::warn!(grace = ?limits.shutdown_grace, "connections still open after the shutdown grace period; closing them");
+            tracing::warn!(grace = ?limits.shutdown_grace, open = connections.len(), "connections still open after the shutdown grace period; closing them");
+            connections.abort_all();
         }
     }
+    while connections.join_next().await.is_some() {}
 }
