@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use murmur_api::config::Config;
 use murmur_api::server::{self, Server};
+use murmur_domain::EventMetadata;
+use murmur_projections::Position;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 
 pub const PASSWORD: &str = "correct horse battery";
 pub const JWT_SECRET: &str = "test-secret-at-least-32-bytes-long";
@@ -281,4 +283,100 @@ pub async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
     let body: Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], status.as_u16());
     body
+}
+/// One stored event, as the tests look at it.
+#[derive(Debug)]
+pub struct Stored {
+    pub event_type: String,
+    pub sequence: i64,
+    pub payload: Value,
+    pub metadata: EventMetadata,
+    pub position: Position,
+}
+
+/// A stream's events, in order.
+pub async fn stream(pool: &PgPool, aggregate_type: &str, aggregate_id: &str) -> Vec<Stored> {
+    sqlx::query(
+        "SELECT event_type, sequence, payload, metadata, transaction_id::text AS xid, position
+         FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(pool)
+    .await
+    .expect("reading a stream")
+    .into_iter()
+    .map(|row| Stored {
+        event_type: row.get("event_type"),
+        sequence: row.get("sequence"),
+        payload: row.get("payload"),
+        metadata: EventMetadata::from_json(&row.get::<Value, _>("metadata"))
+            .expect("readable metadata"),
+        position: Position::new(
+            row.get::<String, _>("xid").parse().expect("xid"),
+            row.get("position"),
+        ),
+    })
+    .collect()
+}
+
+/// Asserts that the `SELECT count(*) ...` query `sql` counts `expected` rows.
+pub async fn assert_count(pool: &PgPool, sql: &str, expected: i64) {
+    let counted: i64 = sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .expect("counting");
+    assert_eq!(counted, expected, "{sql}");
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Shorthands: requests as a signed-in user, and anonymous JSON posts.
+pub trait Requests {
+    fn as_user(&self, method: Method, path: &str, user: &TestUser) -> reqwest::RequestBuilder;
+    fn post_json(&self, path: &str, body: Value) -> reqwest::RequestBuilder;
+}
+
+impl Requests for TestServer {
+    fn post_json(&self, path: &str, body: Value) -> reqwest::RequestBuilder {
+        self.request(Method::POST, path).json(&body)
+    }
+
+    fn as_user(&self, method: Method, path: &str, user: &TestUser) -> reqwest::RequestBuilder {
+        self.request(method, path)
+            .header("authorization", bearer(&user.token))
+    }
+}
+
+/// Sends `request` and reads the problem+json answer it must get.
+pub async fn expect_problem(request: reqwest::RequestBuilder, status: StatusCode) -> Value {
+    problem(request.send().await.expect("an answer"), status).await
+}
+
+/// Asserts the status and reads the JSON body.
+pub async fn json_of(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    response.json().await.expect("a JSON body")
+}
+
+/// The `position` an answer carries.
+pub fn position(body: &Value) -> Position {
+    body["position"]
+        .as_str()
+        .expect("a position")
+        .parse()
+        .expect("a well-formed position")
+}
+/// `POST /v1/sessions`.
+pub async fn login(server: &TestServer, handle: &str, password: &str) -> reqwest::Response {
+    server
+        .post_json(
+            "/v1/sessions",
+            json!({"handle": handle, "password": password}),
+        )
+        .send()
+        .await
+        .unwrap()
 }
