@@ -10,7 +10,7 @@ pub struct Config {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/murmur?sslmode=disable",
+        default_value = murmur_projections::db::DEFAULT_DATABASE_URL,
         hide_env_values = true
     )]
     pub database_url: String,
@@ -36,7 +36,11 @@ pub struct Config {
     pub admin_token: Option<String>,
 
     /// Authors with more followers than this are not fanned out on write.
-    #[arg(long, env = "MURMUR_CELEBRITY_THRESHOLD", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "MURMUR_CELEBRITY_THRESHOLD",
+        default_value_t = murmur_projections::state::feeds::DEFAULT_CELEBRITY_THRESHOLD
+    )]
     pub celebrity_threshold: i64,
 
     /// Size of the PostgreSQL connection pool.

@@ -4,12 +4,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use murmur_projections::runtime::{self as projectors, ProjectorConfig, Wake};
 use murmur_projections::{CheckpointView, Image, MemReadModel, PgReadModel, ReadModel, Role};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -21,19 +19,11 @@ use crate::http::{self, AppState};
 
 /// Connects to PostgreSQL and applies the migrations.
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = config
-        .database_url
-        .parse()
-        .with_context(|| format!("parsing {}", redact(&config.database_url)))?;
+    use murmur_projections::db;
     // Every statement is a keyed lookup, a short page or a count of a backlog whose row
     // estimate the planner inflates: compiling them with JIT costs more than running them.
-    let options = options.options([("jit", "off")]);
-    let pool = PgPoolOptions::new()
-        .max_connections(config.db_pool_size)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .with_context(|| format!("connecting to {}", redact(&config.database_url)))?;
+    let options = db::options(&config.database_url)?.options([("jit", "off")]);
+    let pool = db::pool(options, config.db_pool_size, &config.database_url).await?;
     migrate(&pool).await?;
     Ok(pool)
 }
@@ -44,15 +34,6 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
         .run(pool)
         .await
         .context("applying migrations")
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***{}", &url[..scheme], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].

@@ -2,6 +2,7 @@
 //! with a durable, checkpointed copy of its tables in PostgreSQL.
 //!
 //! Where things live:
+//! - [`db`]: connecting (the default URL, the pool, redacted URLs), for every binary.
 //! - [`log`]: the event log and its bookkeeping: [`Position`] (and its one row codec),
 //!   reading the log in commit order ([`StoredEvent`]), checkpoints, settings and leader
 //!   locks ([`log::checkpoint`]).
@@ -20,6 +21,7 @@
 
 pub mod audit;
 pub mod checkpoints;
+pub mod db;
 pub mod log;
 pub mod mem_read_model;
 pub mod pg_read_model;

@@ -13,7 +13,6 @@ use murmur_projections::runtime::ProjectorConfig;
 use murmur_projections::Position;
 use murmur_replay::audit::{self, Format};
 use murmur_replay::{rebuild, select, verify, Options, ProgressMode};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 #[derive(Parser)]
@@ -25,7 +24,8 @@ struct Cli {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/murmur",
+        default_value = murmur_projections::db::DEFAULT_DATABASE_URL,
+        hide_env_values = true,
         global = true
     )]
     database_url: String,
@@ -73,7 +73,11 @@ struct ReplayArgs {
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     batch_size: i64,
     /// Must match the live projectors' setting, or the feeds differ.
-    #[arg(long, env = "MURMUR_CELEBRITY_THRESHOLD", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "MURMUR_CELEBRITY_THRESHOLD",
+        default_value_t = murmur_projections::state::feeds::DEFAULT_CELEBRITY_THRESHOLD
+    )]
     celebrity_threshold: i64,
     /// How long the hand-over may wait for the live projector and readers, in seconds.
     #[arg(long, default_value_t = 30)]
@@ -165,21 +169,8 @@ fn main() -> ExitCode {
 }
 
 async fn connect(url: &str) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await
-        .with_context(|| format!("cannot connect to the database at {}", redact(url)))
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***{}", &url[..scheme], &url[at..])
-        }
-        _ => url.to_string(),
-    }
+    use murmur_projections::db;
+    db::pool(db::options(url)?, 8, url).await
 }
 
 fn options(args: &ReplayArgs) -> Options {

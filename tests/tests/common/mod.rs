@@ -44,7 +44,7 @@ pub fn test_config() -> Config {
         jwt_secret: Some(JWT_SECRET.into()),
         token_ttl: Duration::from_secs(3600),
         admin_token: Some(ADMIN_TOKEN.into()),
-        celebrity_threshold: 10_000,
+        celebrity_threshold: murmur_projections::state::feeds::DEFAULT_CELEBRITY_THRESHOLD,
         db_pool_size: 20,
         no_projectors: false,
         poll_interval: Duration::from_millis(500),
