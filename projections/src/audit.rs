@@ -135,11 +135,7 @@ pub async fn read(
 
 /// Decodes a row; an event murmur cannot read is still shown, as stored, with the reason.
 fn audit_event(row: &PgRow) -> anyhow::Result<AuditEvent> {
-    let xid: String = row.try_get("xid")?;
-    let position = Position::new(
-        xid.parse().context("transaction id is not a number")?,
-        row.try_get("position")?,
-    );
+    let position = Position::from_row(row)?;
     let aggregate_type: String = row.try_get("aggregate_type")?;
     let stored_type: String = row.try_get("event_type")?;
     let stored_version: String = row.try_get("event_version")?;

@@ -162,10 +162,7 @@ async fn every_event_has_a_global_position_and_transaction(_: PgPoolOptions, db:
     assert_eq!(rows.len(), 6); // 2 claims, 2 users, 1 follow, 1 post
     let mut previous = Position::START;
     for row in rows {
-        let at = Position::new(
-            row.get::<String, _>("xid").parse().unwrap(),
-            row.get("position"),
-        );
+        let at = Position::from_row(&row).unwrap();
         // Each command committed before the next began, so both parts increase.
         assert!(at > previous && at.position > previous.position);
         previous = at;

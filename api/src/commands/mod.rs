@@ -565,9 +565,7 @@ impl Commands {
         let Some(row) = row else {
             return Ok(Position::START);
         };
-        let xid: String = row.try_get("xid")?;
-        let transaction_id = xid.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        Ok(Position::new(transaction_id, row.try_get("position")?))
+        Position::from_row(&row)
     }
 }
 

@@ -312,10 +312,7 @@ pub async fn stream(pool: &PgPool, aggregate_type: &str, aggregate_id: &str) -> 
         payload: row.get("payload"),
         metadata: EventMetadata::from_json(&row.get::<Value, _>("metadata"))
             .expect("readable metadata"),
-        position: Position::new(
-            row.get::<String, _>("xid").parse().expect("xid"),
-            row.get("position"),
-        ),
+        position: Position::from_row(&row).expect("a position"),
     })
     .collect()
 }
