@@ -190,7 +190,7 @@ pub async fn audit_stream(
     get,
     path = "/v1/audit/users/{id}",
     tag = "audit",
-    params(("id" = i64, Path, description = "User id"), AuditParams),
+    params(("id" = i64, Path, description = "User id", minimum = 1.0, maximum = 9007199254740991.0), AuditParams),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The user's events", body = AuditPageDoc),

@@ -61,8 +61,8 @@ enum FollowAnswers {
     tag = "commands",
     security(("bearer" = [])),
     params(
-        ("id" = i64, Path, description = "The follower: the signed-in user"),
-        ("target" = i64, Path, description = "The user to follow"),
+        ("id" = i64, Path, description = "The follower: the signed-in user", minimum = 1.0, maximum = 9007199254740991.0),
+        ("target" = i64, Path, description = "The user to follow", minimum = 1.0, maximum = 9007199254740991.0),
     ),
     responses(FollowAnswers)
 )]
@@ -82,8 +82,8 @@ pub async fn follow(
     tag = "commands",
     security(("bearer" = [])),
     params(
-        ("id" = i64, Path, description = "The follower: the signed-in user"),
-        ("target" = i64, Path, description = "The user to unfollow"),
+        ("id" = i64, Path, description = "The follower: the signed-in user", minimum = 1.0, maximum = 9007199254740991.0),
+        ("target" = i64, Path, description = "The user to unfollow", minimum = 1.0, maximum = 9007199254740991.0),
     ),
     responses(FollowAnswers)
 )]

@@ -142,17 +142,20 @@ impl Modify for QueryConventions {
     }
 }
 
+/// A position as the API writes it: two decimal numbers, `"<transaction id>:<position>"`.
+pub const POSITION_PATTERN: &str = "^[0-9]{1,20}:[0-9]{1,19}$";
+
 fn string_schema() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
 }
 
 fn add_query_conventions(operation: &mut Operation) {
-    let header_param = |name: &str, description: &str| {
+    let header_param = |name: &str, description: &str, schema: ObjectBuilder| {
         ParameterBuilder::new()
             .name(name)
             .parameter_in(ParameterIn::Header)
             .description(Some(description))
-            .schema(Some(string_schema()))
+            .schema(Some(schema))
             .build()
     };
     operation.parameters.get_or_insert_with(Vec::new).extend([
@@ -160,10 +163,12 @@ fn add_query_conventions(operation: &mut Operation) {
             freshness::MIN_POSITION_HEADER.as_str(),
             "Wait (up to 5 s) until the projections read have applied this position \
              (a command's `position`, \"<xid>:<pos>\")",
+            string_schema().pattern(Some(POSITION_PATTERN)),
         ),
         header_param(
             header::IF_NONE_MATCH.as_str(),
             "An ETag of an earlier answer: 304 if unchanged",
+            string_schema(),
         ),
     ]);
     let responses = &mut operation.responses.responses;
@@ -226,6 +231,54 @@ mod tests {
         let ok_headers = &feed["responses"]["200"]["headers"];
         assert!(ok_headers["x-murmur-position"].is_object() && ok_headers["etag"].is_object());
         assert_eq!(feed["security"][0]["bearer"], serde_json::json!([]));
+        // The constraints the server enforces are stated, so that a schema-driven client's
+        // valid requests are accepted.
+        let param = |op: &serde_json::Value, name: &str| {
+            op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("no {name}"))["schema"]
+                .clone()
+        };
+        let id = param(feed, "id");
+        assert_eq!(
+            (id["minimum"].as_f64(), id["maximum"].as_f64()),
+            (Some(1.0), Some(9007199254740991.0))
+        );
+        let limit = param(feed, "limit");
+        assert_eq!(
+            (limit["minimum"].as_f64(), limit["maximum"].as_f64()),
+            (Some(1.0), Some(100.0))
+        );
+        assert_eq!(
+            param(feed, "x-murmur-min-position")["pattern"],
+            POSITION_PATTERN
+        );
+        for path in [
+            "/v1/users/{id}/following/{target}",
+            "/v1/posts/{id}",
+            "/v1/audit/users/{id}",
+        ] {
+            for op in doc["paths"][path].as_object().unwrap().values() {
+                for p in op["parameters"].as_array().unwrap() {
+                    if p["in"] == "path" {
+                        assert_eq!(p["schema"]["minimum"].as_f64(), Some(1.0), "{path} {p}");
+                    }
+                }
+            }
+        }
+        let schemas = &doc["components"]["schemas"];
+        let register = &schemas["RegisterRequest"]["properties"];
+        assert_eq!(register["handle"]["pattern"], "^[A-Za-z0-9_]{1,30}$");
+        assert_eq!(register["display_name"]["maxLength"], 50);
+        assert_eq!(register["password"]["minLength"], 8);
+        assert_eq!(register["password"]["maxLength"], 128);
+        assert_eq!(
+            schemas["CreatePostRequest"]["properties"]["body"]["maxLength"],
+            280
+        );
         // A type alias such as `UserId` in a schema shows up as a component named "i64".
         for name in doc["components"]["schemas"].as_object().unwrap().keys() {
             assert!(name.starts_with(char::is_uppercase), "schema {name:?}");

@@ -22,8 +22,13 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreatePostRequest {
-    /// 1–280 characters (Unicode scalar values) after trimming.
-    #[schema(example = "hello, murmur")]
+    /// 1–280 characters (Unicode scalar values) after trimming, no NUL.
+    #[schema(
+        example = "hello, murmur",
+        min_length = 1,
+        max_length = 280,
+        pattern = "\\S"
+    )]
     pub body: String,
 }
 
@@ -85,7 +90,7 @@ pub async fn create_post(
     path = "/v1/posts/{id}",
     tag = "commands",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The post")),
+    params(("id" = i64, Path, description = "The post", minimum = 1.0, maximum = 9007199254740991.0)),
     responses(
         (status = 204, description = "Deleted", headers(
             ("X-Murmur-Position" = String, description = "Log position of `PostDeleted` (\"<xid>:<pos>\")")

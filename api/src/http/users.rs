@@ -25,13 +25,25 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     /// 1–30 of `[A-Za-z0-9_]`, unique case-insensitively.
-    #[schema(example = "alice")]
+    #[schema(
+        example = "alice",
+        pattern = "^[A-Za-z0-9_]{1,30}$",
+        min_length = 1,
+        max_length = 30
+    )]
     pub handle: String,
-    /// 1–50 characters after trimming, no control characters.
-    #[schema(example = "Alice Liddell")]
+    /// 1–50 characters after NFC normalisation and trimming, no control or format
+    /// characters, at least one visible one.
+    #[schema(
+        example = "Alice Liddell",
+        min_length = 1,
+        max_length = 50,
+        pattern = "\\S"
+    )]
     pub display_name: String,
-    /// 8–128 characters. Stored only as an argon2id hash, never in the event log.
-    #[schema(example = "correct horse battery")]
+    /// 8–128 characters (after NFKC normalisation). Stored only as an argon2id hash, never in
+    /// the event log.
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 128)]
     pub password: String,
 }
 

@@ -186,7 +186,7 @@ fn unknown_user(id: UserId) -> ApiError {
     path = "/v1/users/{id}",
     tag = TAG,
     operation_id = "get_profile",
-    params(("id" = i64, Path, description = "User id")),
+    params(("id" = i64, Path, description = "User id", minimum = 1.0, maximum = 9007199254740991.0)),
     responses(
         (status = 200, description = "The profile", body = Profile),
         (status = 404, response = super::openapi::NotFound),
@@ -237,7 +237,7 @@ pub async fn get_profile_by_handle(
     path = "/v1/users/{id}/feed",
     tag = TAG,
     operation_id = "get_feed",
-    params(("id" = i64, Path, description = "User id (the signed-in user)"), PageParams),
+    params(("id" = i64, Path, description = "User id (the signed-in user)", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of the feed", body = PostPage),
@@ -266,7 +266,7 @@ pub async fn get_feed(
     path = "/v1/users/{id}/posts",
     tag = TAG,
     operation_id = "get_user_posts",
-    params(("id" = i64, Path, description = "Author's user id"), PageParams),
+    params(("id" = i64, Path, description = "Author's user id", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     responses(
         (status = 200, description = "A page of the user's posts", body = PostPage),
         (status = 404, response = super::openapi::NotFound),
@@ -291,7 +291,7 @@ pub async fn get_user_posts(
     path = "/v1/users/{id}/followers",
     tag = TAG,
     operation_id = "get_followers",
-    params(("id" = i64, Path, description = "User id"), PageParams),
+    params(("id" = i64, Path, description = "User id", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     responses(
         (status = 200, description = "A page of followers", body = UserPage),
         (status = 404, response = super::openapi::NotFound),
@@ -320,7 +320,7 @@ pub async fn get_followers(
     path = "/v1/users/{id}/following",
     tag = TAG,
     operation_id = "get_following",
-    params(("id" = i64, Path, description = "User id"), PageParams),
+    params(("id" = i64, Path, description = "User id", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     responses(
         (status = 200, description = "A page of followees", body = UserPage),
         (status = 404, response = super::openapi::NotFound),
