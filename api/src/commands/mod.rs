@@ -10,7 +10,10 @@
 //! - [`directory`]: whether a user exists, from memory where that is safe, else the log.
 
 pub mod directory;
+pub mod error;
 pub mod store;
+
+pub use error::CommandError;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +36,6 @@ use rand::Rng;
 use sqlx::{PgPool, Row};
 
 use crate::auth::Passwords;
-use crate::http::ApiError;
 use directory::Directory;
 use store::{appending, EventRepository, Presumed};
 
@@ -52,9 +54,6 @@ pub const MAX_ATTEMPTS: u32 = 5;
 
 /// Handle claims read at a time when looking for interrupted registrations.
 pub const COMPLETION_PAGE: i64 = 5_000;
-
-/// What a login failure says, whether the handle or the password was wrong.
-pub const BAD_CREDENTIALS: &str = "wrong handle or password";
 
 /// A registration request, unchecked.
 #[derive(Debug, Clone)]
@@ -225,7 +224,7 @@ impl Commands {
         &self,
         registration: Registration,
         request_id: &str,
-    ) -> Result<Registered, ApiError> {
+    ) -> Result<Registered, CommandError> {
         let Registration {
             handle,
             display_name,
@@ -309,7 +308,7 @@ impl Commands {
         handle: &str,
         password: &str,
         request_id: &str,
-    ) -> Result<UserId, ApiError> {
+    ) -> Result<UserId, CommandError> {
         let claim = match validate_handle(handle) {
             Ok(()) => self.claim_of(handle).await?,
             Err(_) => None,
@@ -326,10 +325,10 @@ impl Commands {
         let password = normalize_password(password);
         let (Some(claim), Some(hash)) = (claim, hash) else {
             self.passwords.verify_dummy(&password).await?;
-            return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
+            return Err(CommandError::BadCredentials);
         };
         if !self.passwords.verify(&password, &hash).await? {
-            return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
+            return Err(CommandError::BadCredentials);
         }
         self.complete(&claim, &metadata(None, request_id)).await?;
         Ok(claim.user_id)
@@ -343,7 +342,7 @@ impl Commands {
         followee: UserId,
         follow: bool,
         request_id: &str,
-    ) -> Result<Position, ApiError> {
+    ) -> Result<Position, CommandError> {
         let command = if follow {
             FollowCommand::Follow {
                 follower_id: follower,
@@ -370,7 +369,7 @@ impl Commands {
         author: UserId,
         body: &str,
         request_id: &str,
-    ) -> Result<CreatedPost, ApiError> {
+    ) -> Result<CreatedPost, CommandError> {
         let body = validate_post_body(body)?;
         if !self
             .directory
@@ -409,7 +408,7 @@ impl Commands {
         actor: UserId,
         id: PostId,
         request_id: &str,
-    ) -> Result<Position, ApiError> {
+    ) -> Result<Position, CommandError> {
         let stream = Post::stream_id(id);
         let command = PostCommand::Delete {
             post_id: id,
@@ -501,7 +500,7 @@ impl Commands {
         &self,
         claim: &Claim,
         metadata: &EventMetadata,
-    ) -> Result<Option<Position>, ApiError> {
+    ) -> Result<Option<Position>, CommandError> {
         let command = UserCommand::Register {
             user_id: claim.user_id,
             handle: claim.handle.clone(),
@@ -524,7 +523,7 @@ impl Commands {
     }
 
     /// The claim of `handle` (case-insensitively), if it is taken.
-    async fn claim_of(&self, handle: &str) -> Result<Option<Claim>, ApiError> {
+    async fn claim_of(&self, handle: &str) -> Result<Option<Claim>, CommandError> {
         let row = sqlx::query(
             "SELECT event_type, event_version, payload FROM events
              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
@@ -533,7 +532,7 @@ impl Commands {
         .bind(Handle::stream_id(handle))
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| decode_claim(&row).map_err(ApiError::Internal))
+        row.map(|row| decode_claim(&row).map_err(CommandError::Internal))
             .transpose()
     }
 

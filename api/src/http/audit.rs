@@ -9,9 +9,7 @@
 use axum::routing::get;
 use axum::Router;
 use murmur_domain::{Follow, Handle, Post, User, UserId};
-use murmur_projections::audit::{
-    self, AuditError, AuditFilter, AuditPage, DEFAULT_LIMIT, MAX_LIMIT,
-};
+use murmur_projections::audit::{self, AuditFilter, AuditPage, DEFAULT_LIMIT};
 use murmur_projections::Position;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -109,13 +107,7 @@ async fn page(
     };
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     let mut conn = state.pool.acquire().await?;
-    match audit::read(&mut conn, &filter, after, limit).await {
-        Ok(page) => Ok(Json(page)),
-        Err(AuditError::BadLimit(_)) => Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        ))),
-        Err(AuditError::Database(e)) => Err(ApiError::Internal(e)),
-    }
+    Ok(Json(audit::read(&mut conn, &filter, after, limit).await?))
 }
 
 /// The whole event log in commit order.

@@ -2,12 +2,13 @@
 //! every `ApiError` renders as RFC 9457 `application/problem+json` with the right status.
 //! Internal errors are logged with their cause and answered without it.
 
+use crate::commands::CommandError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cqrs_es::AggregateError;
 use murmur_domain::error::ErrorKind;
 use murmur_domain::DomainError;
+use murmur_projections::audit::{self, AuditError};
 use murmur_projections::ReadError;
 use serde::Serialize;
 
@@ -25,7 +26,7 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("request body is larger than 64 KiB")]
+    #[error("request body is larger than {} KiB", super::BODY_LIMIT / 1024)]
     PayloadTooLarge,
     #[error("the request was not completed in time")]
     RequestTimeout,
@@ -134,14 +135,24 @@ impl From<DomainError> for ApiError {
     }
 }
 
-impl From<AggregateError<DomainError>> for ApiError {
-    fn from(e: AggregateError<DomainError>) -> Self {
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> Self {
         match e {
-            AggregateError::UserError(e) => e.into(),
-            AggregateError::AggregateConflict => {
-                Self::Conflict("the resource was changed concurrently too many times; retry".into())
+            AuditError::BadLimit(_) => {
+                Self::BadRequest(format!("limit must be between 1 and {}", audit::MAX_LIMIT))
             }
-            other => Self::Internal(anyhow::anyhow!("event store: {other}")),
+            AuditError::Database(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Domain(e) => e.into(),
+            CommandError::Contended => Self::Conflict(e.to_string()),
+            CommandError::BadCredentials => Self::Unauthorized(e.to_string()),
+            CommandError::Internal(e) => Self::Internal(e),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod health;
 pub mod openapi;
 pub mod posts;
 pub mod queries;
+pub mod responses;
 pub mod serve;
 pub mod users;
 

@@ -12,10 +12,11 @@ use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, Ref, RefOr, Type};
-use utoipa::{Modify, OpenApi, ToResponse};
+use utoipa::{Modify, OpenApi};
 
 use super::error::Problem;
 use super::queries::{self, freshness};
+use super::responses::{BadRequest, Forbidden, NotFound, NotModified, Unauthorized, Unavailable};
 use super::AppState;
 use super::{audit, follows, health, posts, users};
 
@@ -68,38 +69,6 @@ async fn openapi_json() -> impl IntoResponse {
     static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
     axum::Json(DOC.get_or_init(ApiDoc::openapi))
 }
-
-/// The request is malformed (bad JSON, parameter, cursor or position).
-#[derive(ToResponse)]
-#[response(content_type = "application/problem+json")]
-pub struct BadRequest(pub Problem);
-
-/// No valid bearer token.
-#[derive(ToResponse)]
-#[response(content_type = "application/problem+json")]
-pub struct Unauthorized(pub Problem);
-
-/// Signed in as someone else.
-#[derive(ToResponse)]
-#[response(content_type = "application/problem+json")]
-pub struct Forbidden(pub Problem);
-
-/// No such resource.
-#[derive(ToResponse)]
-#[response(content_type = "application/problem+json")]
-pub struct NotFound(pub Problem);
-
-/// The read model has not reached `X-Murmur-Min-Position` within 5 s; see `Retry-After`.
-#[derive(ToResponse)]
-#[response(
-    content_type = "application/problem+json",
-    headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
-)]
-pub struct Unavailable(pub Problem);
-
-/// The representation matches `If-None-Match`; no body.
-#[derive(ToResponse)]
-pub struct NotModified;
 
 /// The bearer schemes handlers name in `security(...)`: `bearer` (a user's JWT from
 /// `POST /v1/sessions` or registration) and `admin_token` (`MURMUR_ADMIN_TOKEN`).

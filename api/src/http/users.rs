@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::error::Problem;
 use super::extractor::{Json, RequestId};
 use super::{ApiError, AppState};
-use crate::commands::Registration;
+use crate::commands::{CommandError, Registration};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -161,11 +161,11 @@ pub async fn login(
             throttle.succeeded(&request.handle);
             user_id
         }
-        Err(error @ ApiError::Unauthorized(_)) => {
+        Err(error @ CommandError::BadCredentials) => {
             throttle.failed(&request.handle, address);
-            return Err(error);
+            return Err(error.into());
         }
-        Err(error) => return Err(error),
+        Err(error) => return Err(error.into()),
     };
     Ok(Json(LoginResponse {
         user_id,

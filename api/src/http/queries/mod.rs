@@ -189,7 +189,7 @@ fn unknown_user(id: UserId) -> ApiError {
     params(("id" = i64, Path, description = "User id", minimum = 1.0, maximum = 9007199254740991.0)),
     responses(
         (status = 200, description = "The profile", body = Profile),
-        (status = 404, response = super::openapi::NotFound),
+        (status = 404, response = super::responses::NotFound),
     )
 )]
 pub async fn get_profile(
@@ -213,7 +213,7 @@ pub async fn get_profile(
     params(("handle" = String, Path, description = "Handle, any case")),
     responses(
         (status = 200, description = "The profile", body = Profile),
-        (status = 404, response = super::openapi::NotFound),
+        (status = 404, response = super::responses::NotFound),
     )
 )]
 pub async fn get_profile_by_handle(
@@ -241,8 +241,8 @@ pub async fn get_profile_by_handle(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of the feed", body = PostPage),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
+        (status = 401, response = super::responses::Unauthorized),
+        (status = 403, response = super::responses::Forbidden),
     )
 )]
 pub async fn get_feed(
@@ -269,7 +269,7 @@ pub async fn get_feed(
     params(("id" = i64, Path, description = "Author's user id", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     responses(
         (status = 200, description = "A page of the user's posts", body = PostPage),
-        (status = 404, response = super::openapi::NotFound),
+        (status = 404, response = super::responses::NotFound),
     )
 )]
 pub async fn get_user_posts(
@@ -294,7 +294,7 @@ pub async fn get_user_posts(
     params(("id" = i64, Path, description = "User id", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     responses(
         (status = 200, description = "A page of followers", body = UserPage),
-        (status = 404, response = super::openapi::NotFound),
+        (status = 404, response = super::responses::NotFound),
     )
 )]
 pub async fn get_followers(
@@ -323,7 +323,7 @@ pub async fn get_followers(
     params(("id" = i64, Path, description = "User id", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     responses(
         (status = 200, description = "A page of followees", body = UserPage),
-        (status = 404, response = super::openapi::NotFound),
+        (status = 404, response = super::responses::NotFound),
     )
 )]
 pub async fn get_following(
