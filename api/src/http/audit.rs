@@ -119,9 +119,9 @@ async fn page(
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "A page of the log", body = AuditPageDoc),
-        (status = 400, description = "Bad `after` or `limit`", content_type = "application/problem+json"),
-        (status = 401, description = "No or invalid admin token", content_type = "application/problem+json"),
-        (status = 403, description = "A user's token, not the admin token", content_type = "application/problem+json"),
+        (status = 400, response = super::responses::BadRequest),
+        (status = 401, response = super::responses::Unauthorized),
+        (status = 403, response = super::responses::Forbidden),
     )
 )]
 pub async fn audit_events(
@@ -145,9 +145,9 @@ pub async fn audit_events(
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The stream's events", body = AuditPageDoc),
-        (status = 400, description = "Unknown aggregate type, an id with NUL, bad `after` or `limit`", content_type = "application/problem+json"),
-        (status = 401, description = "No or invalid admin token", content_type = "application/problem+json"),
-        (status = 403, description = "A user's token, not the admin token", content_type = "application/problem+json"),
+        (status = 400, response = super::responses::BadRequest),
+        (status = 401, response = super::responses::Unauthorized),
+        (status = 403, response = super::responses::Forbidden),
     )
 )]
 pub async fn audit_stream(
@@ -186,9 +186,9 @@ pub async fn audit_stream(
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The user's events", body = AuditPageDoc),
-        (status = 400, description = "Bad id, `after` or `limit`", content_type = "application/problem+json"),
-        (status = 401, description = "No or invalid admin token", content_type = "application/problem+json"),
-        (status = 403, description = "A user's token, not the admin token", content_type = "application/problem+json"),
+        (status = 400, response = super::responses::BadRequest),
+        (status = 401, response = super::responses::Unauthorized),
+        (status = 403, response = super::responses::Forbidden),
     )
 )]
 pub async fn audit_user(

@@ -6,7 +6,6 @@ use axum::Router;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::Problem;
 use super::extractor::{valid_id, AuthUser, Json, Path, RequestId};
 use super::{ApiError, AppState};
 
@@ -27,33 +26,6 @@ pub struct FollowResponse {
     pub position: String,
 }
 
-/// What follow and unfollow answer (for the OpenAPI document).
-#[derive(utoipa::IntoResponses)]
-#[allow(dead_code)] // only described, never built
-enum FollowAnswers {
-    /// Whether `{id}` now follows `{target}`.
-    #[response(status = 200)]
-    Done(FollowResponse),
-    /// Bad path id.
-    #[response(status = 400, content_type = "application/problem+json")]
-    BadRequest(Problem),
-    /// No valid bearer token.
-    #[response(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Problem),
-    /// Signed in as someone other than `{id}`.
-    #[response(status = 403, content_type = "application/problem+json")]
-    Forbidden(Problem),
-    /// Unknown user.
-    #[response(status = 404, content_type = "application/problem+json")]
-    NotFound(Problem),
-    /// Changed concurrently too often; retry.
-    #[response(status = 409, content_type = "application/problem+json")]
-    Conflict(Problem),
-    /// A user cannot follow themselves.
-    #[response(status = 422, content_type = "application/problem+json")]
-    Unprocessable(Problem),
-}
-
 /// Makes `{id}` follow `{target}`. Following again changes nothing.
 #[utoipa::path(
     put,
@@ -64,7 +36,15 @@ enum FollowAnswers {
         ("id" = i64, Path, description = "The follower: the signed-in user", minimum = 1.0, maximum = 9007199254740991.0),
         ("target" = i64, Path, description = "The user to follow", minimum = 1.0, maximum = 9007199254740991.0),
     ),
-    responses(FollowAnswers)
+    responses(
+        (status = 200, description = "Whether `{id}` now follows `{target}`", body = FollowResponse),
+        (status = 400, response = super::responses::BadRequest),
+        (status = 401, response = super::responses::Unauthorized),
+        (status = 403, response = super::responses::Forbidden),
+        (status = 404, response = super::responses::NotFound),
+        (status = 409, response = super::responses::Conflict),
+        (status = 422, response = super::responses::Unprocessable),
+    )
 )]
 pub async fn follow(
     auth: AuthUser,
@@ -85,7 +65,15 @@ pub async fn follow(
         ("id" = i64, Path, description = "The follower: the signed-in user", minimum = 1.0, maximum = 9007199254740991.0),
         ("target" = i64, Path, description = "The user to unfollow", minimum = 1.0, maximum = 9007199254740991.0),
     ),
-    responses(FollowAnswers)
+    responses(
+        (status = 200, description = "Whether `{id}` now follows `{target}`", body = FollowResponse),
+        (status = 400, response = super::responses::BadRequest),
+        (status = 401, response = super::responses::Unauthorized),
+        (status = 403, response = super::responses::Forbidden),
+        (status = 404, response = super::responses::NotFound),
+        (status = 409, response = super::responses::Conflict),
+        (status = 422, response = super::responses::Unprocessable),
+    )
 )]
 pub async fn unfollow(
     auth: AuthUser,

@@ -17,7 +17,6 @@ use utoipa::ToSchema;
 
 use murmur_projections::Kind;
 
-use super::error::Problem;
 use super::extractor::Json;
 use super::{ApiError, AppState};
 
@@ -141,7 +140,7 @@ pub struct MemoryStatus {
     tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "The database does not answer, the projections are still loading, a projection cannot apply an event (the detail names it and the event), or the projectors stopped", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = super::responses::ServiceUnavailable),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
@@ -203,7 +202,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
     tag = "operations",
     responses(
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"),
-        (status = 503, description = "No metrics recorder in this process", body = Problem, content_type = "application/problem+json"),
+        (status = 503, response = super::responses::ServiceUnavailable),
     )
 )]
 pub async fn metrics() -> Result<impl IntoResponse, ApiError> {

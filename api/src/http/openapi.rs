@@ -16,7 +16,10 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::Problem;
 use super::queries::{self, freshness};
-use super::responses::{BadRequest, Forbidden, NotFound, NotModified, Unauthorized, Unavailable};
+use super::responses::{
+    BadRequest, Conflict, Forbidden, NotFound, NotModified, PayloadTooLarge, ServiceUnavailable,
+    TooManyRequests, Unauthorized, Unavailable, Unprocessable, UnsupportedMediaType,
+};
 use super::AppState;
 use super::{audit, follows, health, posts, users};
 
@@ -49,7 +52,20 @@ use super::{audit, follows, health, posts, users};
     components(
         // Bodies named only in `IntoResponses` enums are not collected from the paths.
         schemas(Problem, follows::FollowResponse),
-        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unavailable, NotModified)
+        responses(
+            BadRequest,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            Conflict,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            Unprocessable,
+            TooManyRequests,
+            Unavailable,
+            ServiceUnavailable,
+            NotModified
+        )
     ),
     modifiers(&SecuritySchemes, &QueryConventions),
     tags(

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::Problem;
 use super::extractor::{valid_id, AuthUser, Json, Path, RequestId};
 use super::queries::freshness::POSITION_HEADER;
 use super::{ApiError, AppState};
@@ -54,12 +53,12 @@ pub struct PostResponse {
     request_body = CreatePostRequest,
     responses(
         (status = 201, description = "Posted", body = PostResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The signed-in user does not exist", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid post body (named in `detail`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = super::responses::BadRequest),
+        (status = 401, response = super::responses::Unauthorized),
+        (status = 404, response = super::responses::NotFound),
+        (status = 413, response = super::responses::PayloadTooLarge),
+        (status = 415, response = super::responses::UnsupportedMediaType),
+        (status = 422, response = super::responses::Unprocessable),
     )
 )]
 pub async fn create_post(
@@ -95,11 +94,11 @@ pub async fn create_post(
         (status = 204, description = "Deleted", headers(
             ("X-Murmur-Position" = String, description = "Log position of `PostDeleted` (\"<xid>:<pos>\")")
         )),
-        (status = 400, description = "Bad path id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the post's author", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such post, or already deleted", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Changed concurrently too often; retry", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = super::responses::BadRequest),
+        (status = 401, response = super::responses::Unauthorized),
+        (status = 403, response = super::responses::Forbidden),
+        (status = 404, response = super::responses::NotFound),
+        (status = 409, response = super::responses::Conflict),
     )
 )]
 pub async fn delete_post(

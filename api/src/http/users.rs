@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use utoipa::ToSchema;
 
-use super::error::Problem;
 use super::extractor::{Json, RequestId};
 use super::{ApiError, AppState};
 use crate::commands::{CommandError, Registration};
@@ -69,11 +68,11 @@ pub struct RegisterResponse {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = RegisterResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The handle is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid handle, display name or password (named in `detail`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = super::responses::BadRequest),
+        (status = 409, response = super::responses::Conflict),
+        (status = 413, response = super::responses::PayloadTooLarge),
+        (status = 415, response = super::responses::UnsupportedMediaType),
+        (status = 422, response = super::responses::Unprocessable),
     )
 )]
 pub async fn register(
@@ -131,11 +130,11 @@ pub struct LoginResponse {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = LoginResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong handle or password (the same answer for both)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed logins for this handle or from this address; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = super::responses::BadRequest),
+        (status = 401, response = super::responses::Unauthorized),
+        (status = 413, response = super::responses::PayloadTooLarge),
+        (status = 415, response = super::responses::UnsupportedMediaType),
+        (status = 429, response = super::responses::TooManyRequests),
     )
 )]
 pub async fn login(
