@@ -241,10 +241,17 @@ mod tests {
             documented.sort_unstable();
             assert_eq!(&documented, statuses, "{method} {path}");
         }
+        // Errors are the shared problem responses (the full document registers them).
         let problem = &doc["paths"]["/v1/users/{id}/following/{target}"]["put"]["responses"]["422"];
-        assert!(
-            problem["content"]["application/problem+json"].is_object(),
+        assert_eq!(
+            problem["$ref"], "#/components/responses/Unprocessable",
             "{problem}"
+        );
+        let full = serde_json::to_value(super::super::openapi::ApiDoc::openapi()).unwrap();
+        let unprocessable = &full["components"]["responses"]["Unprocessable"];
+        assert!(
+            unprocessable["content"]["application/problem+json"].is_object(),
+            "{unprocessable}"
         );
     }
 }
