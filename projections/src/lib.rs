@@ -30,6 +30,8 @@ pub mod read_model;
 pub mod runtime;
 pub mod state;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use checkpoints::CheckpointView;
 pub use log::position::Position;

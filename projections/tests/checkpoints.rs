@@ -2,7 +2,7 @@
 //! reach it, a lost notification never makes a waiter give up on a reached position, and the
 //! projector runtime's checkpoints flow through to `PgReadModel::progress`.
 
-mod common;
+use murmur_projections::testkit as common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! backfill on follow, an author crossing the celebrity threshold both ways while the
 //! projector runs; plus cursor validation and upcast registrations.
 
-mod common;
+use murmur_projections::testkit as common;
 
 use common::*;
 use murmur_domain::{PostId, UserId};

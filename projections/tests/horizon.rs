@@ -1,7 +1,7 @@
 //! The read horizon: an open write transaction holds every reader of the log back, unless
 //! it is one of this process's flushes, which write no event and are passed over.
 
-mod common;
+use murmur_projections::testkit as common;
 
 use common::*;
 use murmur_projections::log::horizon::register_eventless;

@@ -3,7 +3,7 @@
 //! applied live in batches of random sizes. The memory-served read model and the tables'
 //! read model must also give the same pages, cursors and errors, page by page.
 
-mod common;
+use murmur_projections::testkit as common;
 
 use std::collections::{BTreeMap, HashMap};
 

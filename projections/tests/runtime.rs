@@ -1,7 +1,7 @@
 //! The projector runtime against the real PostgreSQL: commit order with late commits,
 //! crashes mid-batch, split brain, leader takeover, NOTIFY wake-ups and lag reporting.
 
-mod common;
+use murmur_projections::testkit as common;
 
 use std::time::Duration;
 

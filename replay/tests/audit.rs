@@ -1,8 +1,7 @@
 //! The audit trail (`murmur_projections::audit`) and the `replay` binary's commands and
 //! errors, against the real PostgreSQL.
 
-#[path = "../../projections/tests/common/mod.rs"]
-mod common;
+use murmur_projections::testkit as common;
 
 use std::process::{Command, Output};
 
@@ -34,25 +33,6 @@ async fn append(pool: &PgPool, events: &[(MurmurEvent, Option<UserId>)]) {
     }
     drop(conn);
     settle(pool).await;
-}
-
-/// Waits until every event is below the oldest running transaction, where the audit (like
-/// a projector) shows it. Only a long transaction elsewhere in the cluster makes this wait.
-async fn settle(pool: &PgPool) {
-    for _ in 0..6000 {
-        let pending: bool = sqlx::query_scalar(
-            "SELECT EXISTS(SELECT 1 FROM events
-                           WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        if !pending {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("events stayed behind a running transaction for two minutes");
 }
 
 /// Users 1-3 register; 1 follows 2; 2 posts; 3 follows 1; 1 posts and deletes it; 3

@@ -4,8 +4,7 @@
 //! simple reference model of the feed rules says. Plus the two histories where the old
 //! SQL batch netting made live and rebuilt feeds differ.
 
-#[path = "../../projections/tests/common/mod.rs"]
-mod common;
+use murmur_projections::testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -4,8 +4,7 @@
 //! catches a tampered row.
 
 // The projection tests' helpers (writing events as the API would, dumping read models).
-#[path = "../../projections/tests/common/mod.rs"]
-mod common;
+use murmur_projections::testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -3,8 +3,7 @@
 //! checkpoints) into the cluster's past in the same order, and every event, old and new, is
 //! projected afterwards.
 
-#[path = "../../projections/tests/common/mod.rs"]
-mod common;
+use murmur_projections::testkit as common;
 
 use common::*;
 use murmur_projections::log::restore::{self, TransactionIdsAhead};

@@ -3,32 +3,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
-
-/// Waits until every event is below the oldest running transaction, where the audit (like a
-/// projector) shows it. Only a long transaction elsewhere in the cluster makes this wait.
-async fn settle(pool: &PgPool) {
-    for _ in 0..6000 {
-        let pending: bool = sqlx::query_scalar(
-            "SELECT EXISTS(SELECT 1 FROM events
-                           WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("checking for pending events");
-        if !pending {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("events stayed behind a running transaction for two minutes");
-}
 
 async fn admin_get(server: &TestServer, path: &str) -> Value {
     let response = server
@@ -81,7 +59,7 @@ async fn the_audit_shows_complete_ordered_histories(_: PgPoolOptions, db: PgConn
     server.follow(&bob, ann.id).await;
     server.unfollow(&ann, bob.id).await;
     server.delete_post(&bob, post).await;
-    settle(&server.pool).await;
+    murmur_projections::testkit::settle(&server.pool).await;
 
     // The global log in small pages: everything once, in commit order.
     let log = all_items(&server, "/v1/audit/events", 2).await;
@@ -149,7 +127,7 @@ async fn a_v1_event_is_shown_upcast(_: PgPoolOptions, db: PgConnectOptions) {
     .execute(&server.pool)
     .await
     .unwrap();
-    settle(&server.pool).await;
+    murmur_projections::testkit::settle(&server.pool).await;
     let page = admin_get(&server, "/v1/audit/users/77").await;
     let event = &page["items"][0];
     assert_eq!(event["event_version"], "2");

@@ -1,12 +1,12 @@
-//! Shared by the projection tests: writing events straight into the log (as the API would,
-//! through `MurmurEvent::encode`), resetting and dumping the read models.
-#![allow(dead_code)]
+//! The test kit the test crates share (feature `testkit`, for tests only): writing events
+//! straight into the log (as the API would, through `MurmurEvent::encode`), resetting and
+//! dumping the read models, waiting until the log is readable.
 
+use crate::runtime::{projections, ProjectorConfig};
 use chrono::{DateTime, Duration, Utc};
 use murmur_domain::{
     EventMetadata, FollowEvent, HandleEvent, MurmurEvent, PostEvent, PostId, UserEvent, UserId,
 };
-use murmur_projections::runtime::{projections, ProjectorConfig};
 use sqlx::{PgConnection, PgPool};
 
 pub fn register(user_id: UserId, handle: &str) -> Vec<MurmurEvent> {
@@ -158,4 +158,24 @@ pub fn config(celebrity_threshold: i64, batch_size: i64) -> ProjectorConfig {
         batch_size,
         ..ProjectorConfig::default()
     }
+}
+
+/// Waits until every event is below the oldest running transaction, where readers of the
+/// log (the audit, a projector) see it. Only a long transaction elsewhere in the cluster
+/// makes this wait.
+pub async fn settle(pool: &PgPool) {
+    for _ in 0..6000 {
+        let pending: bool = sqlx::query_scalar(
+            "SELECT EXISTS(SELECT 1 FROM events
+                           WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("checking for pending events");
+        if !pending {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("events stayed behind a running transaction for two minutes");
 }
