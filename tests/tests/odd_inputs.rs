@@ -76,8 +76,12 @@ async fn not_a_problem(s: &TestServer, c: &Case) -> Option<String> {
     if !status.is_client_error() || content_type != "application/problem+json" {
         return Some(format!("{what}: {status} {content_type}"));
     }
-    let body: serde_json::Value = response.json().await.ok()?;
-    (body["status"] != status.as_u16()).then(|| format!("{what}: problem says {body}"))
+    match response.json::<serde_json::Value>().await {
+        Ok(body) => {
+            (body["status"] != status.as_u16()).then(|| format!("{what}: problem says {body}"))
+        }
+        Err(e) => Some(format!("{what}: the problem body is not JSON: {e}")),
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extractor::{valid_id, AuthUser, Json, Path, RequestId};
+use super::responses;
 use super::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -26,6 +27,27 @@ pub struct FollowResponse {
     pub position: String,
 }
 
+/// What follow and unfollow answer (for the OpenAPI document): the shared problem responses.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only described, never built
+enum FollowAnswers {
+    /// Whether `{id}` now follows `{target}`.
+    #[response(status = 200)]
+    Done(FollowResponse),
+    #[response(status = 400)]
+    BadRequest(#[ref_response] responses::BadRequest),
+    #[response(status = 401)]
+    Unauthorized(#[ref_response] responses::Unauthorized),
+    #[response(status = 403)]
+    Forbidden(#[ref_response] responses::Forbidden),
+    #[response(status = 404)]
+    NotFound(#[ref_response] responses::NotFound),
+    #[response(status = 409)]
+    Conflict(#[ref_response] responses::Conflict),
+    #[response(status = 422)]
+    Unprocessable(#[ref_response] responses::Unprocessable),
+}
+
 /// Makes `{id}` follow `{target}`. Following again changes nothing.
 #[utoipa::path(
     put,
@@ -36,15 +58,7 @@ pub struct FollowResponse {
         ("id" = i64, Path, description = "The follower: the signed-in user", minimum = 1.0, maximum = 9007199254740991.0),
         ("target" = i64, Path, description = "The user to follow", minimum = 1.0, maximum = 9007199254740991.0),
     ),
-    responses(
-        (status = 200, description = "Whether `{id}` now follows `{target}`", body = FollowResponse),
-        (status = 400, response = super::responses::BadRequest),
-        (status = 401, response = super::responses::Unauthorized),
-        (status = 403, response = super::responses::Forbidden),
-        (status = 404, response = super::responses::NotFound),
-        (status = 409, response = super::responses::Conflict),
-        (status = 422, response = super::responses::Unprocessable),
-    )
+    responses(FollowAnswers)
 )]
 pub async fn follow(
     auth: AuthUser,
@@ -65,15 +79,7 @@ pub async fn follow(
         ("id" = i64, Path, description = "The follower: the signed-in user", minimum = 1.0, maximum = 9007199254740991.0),
         ("target" = i64, Path, description = "The user to unfollow", minimum = 1.0, maximum = 9007199254740991.0),
     ),
-    responses(
-        (status = 200, description = "Whether `{id}` now follows `{target}`", body = FollowResponse),
-        (status = 400, response = super::responses::BadRequest),
-        (status = 401, response = super::responses::Unauthorized),
-        (status = 403, response = super::responses::Forbidden),
-        (status = 404, response = super::responses::NotFound),
-        (status = 409, response = super::responses::Conflict),
-        (status = 422, response = super::responses::Unprocessable),
-    )
+    responses(FollowAnswers)
 )]
 pub async fn unfollow(
     auth: AuthUser,

@@ -44,8 +44,14 @@ fn drop_unfit_request_id<B>(mut request: Request<B>) -> Request<B> {
         let id = v.as_bytes();
         (1..=MAX_REQUEST_ID).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
     };
-    let ids = request.headers().get_all(REQUEST_ID_HEADER);
-    if ids.iter().next().is_some() && !(ids.iter().count() == 1 && ids.iter().all(fit)) {
+    let mut ids = request.headers().get_all(REQUEST_ID_HEADER).iter();
+    // None sent is fine (one is generated); exactly one must fit; several never do.
+    let keep = match (ids.next(), ids.next()) {
+        (None, _) => true,
+        (Some(id), None) => fit(id),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
         request.headers_mut().remove(REQUEST_ID_HEADER);
     }
     request

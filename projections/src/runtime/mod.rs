@@ -128,7 +128,7 @@ pub async fn catch_up_projection(
 /// How soon a leader looks again when committed events wait behind an in-flight transaction.
 pub(crate) const HELD_BACK_RETRY: Duration = Duration::from_millis(20);
 
-/// A projection's progress, as `/readyz` reports it.
+/// A projection's durable progress, as [`status`] measures it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProjectionStatus {
     pub name: &'static str,
@@ -139,7 +139,8 @@ pub struct ProjectionStatus {
     pub lag_seconds: f64,
 }
 
-/// Every projection's durable checkpoint and lag.
+/// Every projection's durable checkpoint and exact lag: a count over each backlog, for tools
+/// and tests (`/readyz` reads the projector tasks' own figures instead).
 pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<ProjectionStatus>> {
     let mut conn = pool.acquire().await.context("connecting")?;
     let mut all = Vec::with_capacity(names::ALL.len());
@@ -154,13 +155,6 @@ pub async fn status(pool: &PgPool) -> anyhow::Result<Vec<ProjectionStatus>> {
         });
     }
     Ok(all)
-}
-
-/// Committed events after `at` (a node's in-memory position, say), and the age in seconds
-/// of the oldest of them.
-pub async fn memory_lag(pool: &PgPool, at: Position) -> anyhow::Result<(i64, f64)> {
-    let mut conn = pool.acquire().await.context("connecting")?;
-    checkpoint::lag(&mut conn, at).await
 }
 
 /// Checks that the log belongs to this cluster ([`crate::log::restore::check`]) and every
