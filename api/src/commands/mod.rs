@@ -6,9 +6,12 @@
 //! Registration spans two streams and a table; see [`Commands::register`] for how a crash
 //! anywhere in it never leaves a user who cannot log in.
 //!
-//! - [`store`]: the append (one statement, the position back, projectors woken).
+//! - [`store`]: the append (one statement shared by concurrent commands, the position
+//!   back, projectors woken).
+//! - [`batch`]: group commit, which the append and post ids share.
 //! - [`directory`]: whether a user exists, from memory where that is safe, else the log.
 
+pub mod batch;
 pub mod directory;
 pub mod error;
 pub mod store;
@@ -36,8 +39,9 @@ use rand::Rng;
 use sqlx::{PgPool, Row};
 
 use crate::auth::Passwords;
+use batch::Batcher;
 use directory::Directory;
-use store::{appending, EventRepository, Presumed};
+use store::{appending, Appender, EventRepository, Presumed};
 
 type Store<A> = PersistedEventStore<EventRepository, A>;
 type Framework<A> = CqrsFramework<A, Store<A>>;
@@ -92,19 +96,51 @@ struct Claim {
     display_name: String,
 }
 
-fn store<A: Aggregate>(pool: &PgPool, wake: &Wake) -> Store<A> {
-    PersistedEventStore::new_event_store(EventRepository::new(pool.clone(), wake.clone()))
-        .with_upcasters(vec![Box::new(MurmurUpcaster)])
+/// What every aggregate's event store shares.
+struct Shared {
+    pool: PgPool,
+    wake: Wake,
+    appender: Arc<Appender>,
 }
 
-fn frameworks<A: Aggregate>(pool: &PgPool, wake: &Wake, services: A::Services) -> Frameworks<A>
+fn store<A: Aggregate>(shared: &Shared) -> Store<A> {
+    let repository = EventRepository::new(
+        shared.pool.clone(),
+        shared.wake.clone(),
+        shared.appender.clone(),
+    );
+    PersistedEventStore::new_event_store(repository).with_upcasters(vec![Box::new(MurmurUpcaster)])
+}
+
+fn frameworks<A: Aggregate>(shared: &Shared, services: A::Services) -> Frameworks<A>
 where
     A::Services: Clone,
 {
     Frameworks {
-        presumed: CqrsFramework::new(Presumed(store(pool, wake)), vec![], services.clone()),
-        loaded: CqrsFramework::new(store(pool, wake), vec![], services),
+        presumed: CqrsFramework::new(Presumed(store(shared)), vec![], services.clone()),
+        loaded: CqrsFramework::new(store(shared), vec![], services),
     }
+}
+
+/// Post ids for the posts being created at the same moment, from one statement.
+type PostIds = Batcher<(), Result<PostId, Arc<sqlx::Error>>>;
+
+fn post_ids(pool: PgPool) -> PostIds {
+    Batcher::start(1, 1024, move |requests: Vec<()>| {
+        let pool = pool.clone();
+        async move {
+            let n = requests.len() as i64;
+            let ids: Result<Vec<PostId>, sqlx::Error> =
+                sqlx::query_scalar("SELECT nextval('post_ids') FROM generate_series(1, $1)")
+                    .bind(n)
+                    .fetch_all(&pool)
+                    .await;
+            match ids {
+                Ok(ids) => ids.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(Arc::new(e)); requests.len()],
+            }
+        }
+    })
 }
 
 /// Runs `command` on stream `id`: first on the stream presumed empty (one round trip when it
@@ -187,6 +223,7 @@ pub struct Commands {
     pub pool: PgPool,
     pub passwords: Passwords,
     directory: Arc<Directory>,
+    post_ids: PostIds,
     handles: Frameworks<Handle>,
     users: Frameworks<User>,
     follows: Frameworks<Follow>,
@@ -199,12 +236,18 @@ impl Commands {
     pub fn new(pool: PgPool, image: Image, wake: Wake) -> Self {
         let directory = Arc::new(Directory::new(pool.clone(), image));
         let services: Arc<dyn UserDirectory> = directory.clone();
+        let shared = Shared {
+            appender: Arc::new(Appender::start(pool.clone(), wake.clone())),
+            pool: pool.clone(),
+            wake,
+        };
         Self {
-            handles: frameworks(&pool, &wake, ()),
-            users: frameworks(&pool, &wake, ()),
-            follows: frameworks(&pool, &wake, services),
-            posts: frameworks(&pool, &wake, ()),
+            handles: frameworks(&shared, ()),
+            users: frameworks(&shared, ()),
+            follows: frameworks(&shared, services),
+            posts: frameworks(&shared, ()),
             passwords: Passwords::default(),
+            post_ids: post_ids(pool.clone()),
             directory,
             pool,
         }
@@ -379,9 +422,12 @@ impl Commands {
         {
             return Err(DomainError::UnknownUser(author).into());
         }
-        let id: PostId = sqlx::query_scalar("SELECT nextval('post_ids')")
-            .fetch_one(&self.pool)
-            .await?;
+        let id = self
+            .post_ids
+            .submit((), "post id")
+            .await
+            .map_err(anyhow::Error::new)?
+            .map_err(|e| anyhow::anyhow!("allocating a post id: {e}"))?;
         let metadata = metadata(Some(author), request_id);
         let stream = Post::stream_id(id);
         let command = PostCommand::Create {
