@@ -72,6 +72,19 @@ def fanout_cell(server):
     )
 
 
+def stream_cell():
+    items = runs("murmur", "stream")
+    if not items:
+        return "not run"
+    return (
+        f"**{med(items, 'applied_per_second_during_load'):,.0f} events/s applied** of "
+        f"{med(items, 'appended_per_second'):,.0f} appended; memory lag p99 "
+        f"{med(items, 'p99_lag_seconds'):.2f} s, caught up {med(items, 'memory_drain_seconds'):.1f} s "
+        f"after; durable copies' lag max {med(items, 'max_durable_lag_events'):,.0f} events, caught "
+        f"up {med(items, 'durable_drain_seconds'):.1f} s after ({len(items)} runs)"
+    )
+
+
 def rebuild_cell():
     path = f"{out}/rebuild.json"
     if not os.path.exists(path):
@@ -101,11 +114,12 @@ print(f"| feed | {load_cell('murmur', 'feed')} | {load_cell('naive', 'feed')} | 
 print(f"| mixed 90/10 | {load_cell('murmur', 'mixed')} | {load_cell('naive', 'mixed')} | {ceiling} | not measured |")
 print(f"| writes (follow + post) | {writes_cell('murmur')} | {writes_cell('naive')} | | not measured |")
 print(f"| fan-out (user 1 posts → followers' feeds) | {fanout_cell('murmur')} | {fanout_cell('naive')} | | none (feed joined at read time) |")
+print(f"| live projectors (`stream`, events appended into the log) | {stream_cell()} | | | |")
 print(f"| rebuild (`replay rebuild --all`) | {rebuild_cell()} | | | counter-cache backfill estimated 5-15 min, not measured |")
 print()
 print("Commands (each run 3 times unless noted; medians above):\n")
 for server, test in [("murmur", "ceiling"), ("murmur", "profile"), ("murmur", "feed"),
-                     ("murmur", "mixed"), ("murmur", "writes"), ("murmur", "fanout"),
+                     ("murmur", "mixed"), ("murmur", "writes"), ("murmur", "stream"), ("murmur", "fanout"),
                      ("naive", "profile"), ("naive", "fanout")]:
     c = command(server, test)
     if c:

@@ -140,6 +140,27 @@ macro_rules! user_list {
 }
 
 impl PgReadModel {
+    /// `owner`'s inbox as the durable copy holds it: its row with the owner's journal
+    /// entries replayed (one statement, one snapshot). Reads the whole journal: this read
+    /// model is the reference, memory serves feeds.
+    async fn inbox(&self, owner: UserId) -> Result<Vec<PostId>, ReadError> {
+        let (base, journal): (Option<Vec<PostId>>, Vec<PostId>) = sqlx::query_as(
+            "SELECT (SELECT post_ids FROM feed_inbox WHERE owner_id = $1),
+                    ARRAY(SELECT x.entry
+                          FROM feed_inbox_journal j,
+                               unnest(j.owner_ids, j.entries) WITH ORDINALITY x(owner, entry, n)
+                          WHERE x.owner = $1 ORDER BY j.seq, x.n)",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut inbox = base.unwrap_or_default();
+        for entry in journal {
+            crate::state::feeds::inbox::replay(&mut inbox, entry);
+        }
+        Ok(inbox)
+    }
+
     /// A page of `user`'s edges, by `sql` (a [`user_list!`] statement), newest first.
     async fn user_list(
         &self,
@@ -214,12 +235,13 @@ impl ReadModel for PgReadModel {
                 next_cursor: None,
             });
         }
+        let inbox = self.inbox(user).await?;
         // The inbox page, merged with the newest posts of the celebrities the reader follows
         // (UNION drops a post found both ways), hydrated: one statement.
         let rows = sqlx::query(post_page!(
             "SELECT post_id FROM (
-                 (SELECT p AS post_id FROM feed_inbox i CROSS JOIN LATERAL unnest(i.post_ids) p
-                  WHERE i.owner_id = $1 AND p < $2 ORDER BY p DESC LIMIT $3)
+                 (SELECT p AS post_id FROM unnest($4::bigint[]) p
+                  WHERE p < $2 ORDER BY p DESC LIMIT $3)
                  UNION
                  (SELECT p.post_id FROM follows f
                   JOIN feed_celebrities c ON c.author_id = f.followee_id
@@ -234,6 +256,7 @@ impl ReadModel for PgReadModel {
         .bind(user)
         .bind(before)
         .bind(limit + 1)
+        .bind(&inbox)
         .fetch_all(&self.pool)
         .await?;
         let (ids, items) = post_page_rows(&rows)?;

@@ -153,6 +153,16 @@ impl AnyState {
         each_state!(self, s => s.set_tracking(on))
     }
 
+    /// See [`Fold::complete_next`].
+    pub fn complete_next(&mut self) {
+        each_state!(self, s => s.complete_next())
+    }
+
+    /// See [`Fold::journaled`].
+    pub fn journaled(&self) -> bool {
+        each_state!(self, s => s.journaled())
+    }
+
     pub fn pending_rows(&self) -> usize {
         each_state!(self, s => s.pending_rows())
     }

@@ -1,10 +1,10 @@
 //! The read horizon: an open write transaction holds every reader of the log back, unless
-//! it is one of this process's flushes, which write no event and are passed over.
+//! it is a registered flush, which writes no event and is passed over.
 
 use murmur_projections::testkit as common;
 
 use common::*;
-use murmur_projections::log::horizon::register_eventless;
+use murmur_projections::log::horizon::{register_eventless, Registry};
 use murmur_projections::log::read::read_batch;
 use murmur_projections::Position;
 use sqlx::{Connection, PgPool};
@@ -17,7 +17,8 @@ async fn a_flush_in_flight_does_not_hold_readers_back_and_other_writers_do(pool:
     // A write transaction that registers as eventless (as a flush does), still open.
     let mut flush_conn = pool.acquire().await.unwrap();
     let mut flush = flush_conn.begin().await.unwrap();
-    let registered = register_eventless(&mut flush).await.unwrap();
+    let registry = std::sync::Arc::new(Registry::new(&pool));
+    let registered = register_eventless(&mut flush, &registry).await.unwrap();
     clock.append(&pool, &register(1, "ann")).await;
     let read = read_batch(&mut reader, Position::START, 100).await.unwrap();
     assert_eq!(read.len(), 2, "the open flush held the reader back");
@@ -42,7 +43,7 @@ async fn a_flush_in_flight_does_not_hold_readers_back_and_other_writers_do(pool:
     assert_eq!(after.len(), 2);
 
     // Once unregistered, the flush holds readers back like any writer.
-    drop(registered);
+    registered.release().await.unwrap();
     clock.append(&pool, &register(3, "cy")).await;
     let held = read_batch(&mut reader, after[1].position, 100)
         .await

@@ -84,7 +84,7 @@ async fn killed_mid_batch_ends_like_one_that_never_stopped(pool: PgPool) {
             }
             let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
             let to = projector.position();
-            projector.flush_into(&mut tx, to).await.unwrap();
+            projector.flush_into(&mut tx, to, true).await.unwrap();
             let _ = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
                 .execute(&mut *tx)
                 .await;

@@ -192,8 +192,9 @@ fn print_verify(report: &murmur_replay::rebuild::VerifyReport) -> ExitCode {
     for table in &report.tables {
         let at = report.at.get(table.projection).copied().unwrap_or_default();
         let verdict = if table.matches { "ok" } else { "DIFFERS" };
+        let note = table.note.map(|n| format!(" ({n})")).unwrap_or_default();
         println!(
-            "{verdict:<8} {}.{} at {at}: {} live rows, {} rebuilt",
+            "{verdict:<8} {}.{} at {at}: {} live rows, {} rebuilt{note}",
             table.projection, table.table, table.live_rows, table.rebuilt_rows
         );
         for difference in &table.differences {

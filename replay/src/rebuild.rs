@@ -244,6 +244,8 @@ impl Shadow {
 
     /// Writes a fold's row changes into the shadow tables.
     async fn write_changes(&mut self, fold: &mut Folding) -> anyhow::Result<()> {
+        // Whole rows: the shadows are swapped in without a journal to replay.
+        fold.state.complete_next();
         let changes = fold.state.take_changes();
         let mut tx = sqlx::Connection::begin(&mut self.conn).await?;
         changes

@@ -40,17 +40,34 @@ struct Args {
 /// applied, the memory lag (events, seconds) and the durable lag (events).
 #[derive(Debug, Default, Clone)]
 struct Sample {
-    applied: f64,
+    /// Events each projection has gone past, by projection.
+    applied: std::collections::BTreeMap<String, f64>,
     lag_events: f64,
     lag_seconds: f64,
     durable_lag_events: f64,
 }
 
-fn metric(text: &str, name: &str, fold: fn(f64, f64) -> f64, start: f64) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(start, fold)
+/// `name`'s series: (labels, value).
+fn series<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    text.lines().filter_map(move |l| {
+        let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+        let (labels, value) = rest.split_once("} ")?;
+        Some((labels, value.parse().ok()?))
+    })
+}
+
+fn most(text: &str, name: &str) -> f64 {
+    series(text, name).map(|(_, v)| v).fold(0.0, f64::max)
+}
+
+impl Sample {
+    /// Events the slowest projection applied since `before`.
+    fn applied_since(&self, before: &Sample) -> f64 {
+        self.applied
+            .iter()
+            .map(|(p, n)| n - before.applied.get(p).copied().unwrap_or(0.0))
+            .fold(f64::MAX, f64::min)
+    }
 }
 
 async fn sample(client: &reqwest::Client, server: &str) -> Result<Sample> {
@@ -61,16 +78,13 @@ async fn sample(client: &reqwest::Client, server: &str) -> Result<Sample> {
         .text()
         .await?;
     Ok(Sample {
+        applied: series(&text, "murmur_projection_events_applied_total")
+            .map(|(labels, v)| (labels.to_string(), v))
+            .collect(),
         // The slowest projection bounds what the node serves.
-        applied: metric(
-            &text,
-            "murmur_projection_events_applied_total",
-            f64::min,
-            f64::MAX,
-        ),
-        lag_events: metric(&text, "murmur_projection_lag_events", f64::max, 0.0),
-        lag_seconds: metric(&text, "murmur_projection_lag_seconds", f64::max, 0.0),
-        durable_lag_events: metric(&text, "murmur_projection_durable_lag_events", f64::max, 0.0),
+        lag_events: most(&text, "murmur_projection_lag_events"),
+        lag_seconds: most(&text, "murmur_projection_lag_seconds"),
+        durable_lag_events: most(&text, "murmur_projection_durable_lag_events"),
     })
 }
 
@@ -86,8 +100,14 @@ async fn reserve(pool: &PgPool, sequence: &str, n: i64) -> Result<i64> {
     Ok(first)
 }
 
-/// Appends `events` in one statement (one transaction); answers the last position.
-async fn append(pool: &PgPool, events: &[Next], metadata: &serde_json::Value) -> Result<Position> {
+/// Appends `events` in one statement (one transaction), dated now; answers the last position.
+async fn append(pool: &PgPool, events: &[Next]) -> Result<Position> {
+    let metadata = EventMetadata {
+        actor_id: None,
+        request_id: "stream-bench".into(),
+        time: chrono::Utc::now(),
+    }
+    .to_json();
     let (mut types, mut ids, mut seqs, mut kinds, mut versions, mut payloads) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for next in events {
@@ -113,7 +133,7 @@ async fn append(pool: &PgPool, events: &[Next], metadata: &serde_json::Value) ->
     .bind(&kinds)
     .bind(&versions)
     .bind(&payloads)
-    .bind(metadata)
+    .bind(&metadata)
     .fetch_all(pool)
     .await
     .context("appending the stream")?;
@@ -180,12 +200,6 @@ async fn main() -> Result<()> {
     let first_user = reserve(&pool, "user_ids", total as i64).await?;
     let first_post = reserve(&pool, "post_ids", total as i64).await?;
     let mut stream = Stream::new(Mix::default(), args.seed, users, first_user, first_post);
-    let metadata = EventMetadata {
-        actor_id: None,
-        request_id: "stream-bench".into(),
-        time: chrono::Utc::now(),
-    }
-    .to_json();
     let client = reqwest::Client::new();
     let started = Instant::now();
     let before = sample(&client, &args.server).await?;
@@ -210,8 +224,8 @@ async fn main() -> Result<()> {
                 stream.next_into(&mut events);
             }
             appended += events.len() as u64;
-            let (pool, metadata) = (pool.clone(), metadata.clone());
-            in_flight.spawn(async move { append(&pool, &events, &metadata).await });
+            let pool = pool.clone();
+            in_flight.spawn(async move { append(&pool, &events).await });
         }
         if let Some(done) = in_flight.try_join_next() {
             last = last.max(done??);
@@ -238,13 +252,13 @@ async fn main() -> Result<()> {
     let durable_drain = stopped.elapsed().as_secs_f64();
 
     let during: Vec<&Sample> = samples.iter().skip(1).collect();
-    let applied_during = samples.last().map_or(0.0, |s| s.applied - before.applied);
+    let applied_during = samples.last().map_or(0.0, |s| s.applied_since(&before));
     let summary = serde_json::json!({
         "rate": args.rate,
         "appended": appended,
         "appended_per_second": appended as f64 / load_seconds,
         "applied_per_second_during_load": applied_during / load_seconds,
-        "applied_per_second_to_drained": (after.applied - before.applied) / (load_seconds + memory_drain),
+        "applied_per_second_to_drained": after.applied_since(&before) / (load_seconds + memory_drain),
         "p99_lag_seconds": p99(during.iter().map(|s| s.lag_seconds).collect()),
         "max_lag_seconds": during.iter().map(|s| s.lag_seconds).fold(0.0, f64::max),
         "p99_lag_events": p99(during.iter().map(|s| s.lag_events).collect()),

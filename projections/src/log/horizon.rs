@@ -2,54 +2,124 @@
 //! flight that may yet commit events (`pg_snapshot_xmin`, cluster-wide).
 //!
 //! A flush of a projection's durable copy is a write transaction that writes no event, yet
-//! while it runs (seconds, for a large batch of inboxes) it is the oldest in flight, so
-//! every projector would wait for it. This process's own flushes register their transaction
-//! ids here, and the horizon passes over them. Only ever-eventless transactions are
-//! registered, and a reader that does not know of one yet merely waits for it, so no race
-//! can let a reader skip an event.
+//! while it runs (seconds, when it writes whole inboxes) it is the oldest in flight, so
+//! every reader of the log, in every process (read nodes too), would wait for it. Flushes
+//! register their transaction ids in `eventless_transactions` (migration 0009), committed
+//! on a connection of their own while the flush runs, and every reader's horizon passes
+//! over the ids listed there. Only ever-eventless transactions are registered, and a reader
+//! that does not see a registration yet merely waits for that transaction, so no race can
+//! let a reader skip an event.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 
-use sqlx::PgConnection;
+use anyhow::Context;
+use sqlx::{PgConnection, PgPool};
 
-/// Transaction ids of this process's flushes in flight.
-static EVENTLESS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+/// The horizon as SQL: the oldest transaction in flight that is not registered eventless,
+/// or, with none, the snapshot's `xmax`. Readers take events whose transaction is below it.
+pub const HORIZON: &str = "coalesce(
+    (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) x
+     WHERE x NOT IN (SELECT xid FROM eventless_transactions)),
+    pg_snapshot_xmax(pg_current_snapshot()))";
 
-/// The transaction ids the horizon may pass over, as text (`xid8` binds as text).
-pub fn eventless() -> Vec<String> {
-    EVENTLESS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .map(u64::to_string)
-        .collect()
+/// Where a process registers its eventless transactions: a connection of its own (not one
+/// of the pool: a flush holding a pooled connection must not wait for a second one),
+/// opened when first needed and again after a failure.
+pub struct Registry {
+    pool: PgPool,
+    conn: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
-/// Registers the transaction open on `tx` as one that writes no event, for as long as the
-/// returned guard lives (drop it once the transaction has ended).
-pub async fn register_eventless(tx: &mut PgConnection) -> anyhow::Result<Eventless> {
+impl Registry {
+    /// A registry connecting like `pool`.
+    pub fn new(pool: &PgPool) -> Self {
+        Self {
+            pool: pool.clone(),
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Runs `sql` with `xid` bound on the registry's connection.
+    async fn execute(&self, sql: &str, xid: &str) -> anyhow::Result<()> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            let options = self.pool.connect_options();
+            *conn = Some(
+                sqlx::Connection::connect_with(&*options)
+                    .await
+                    .context("connecting the eventless registry")?,
+            );
+        }
+        let Some(open) = conn.as_mut() else {
+            anyhow::bail!("the eventless registry has no connection");
+        };
+        let done = sqlx::query(sql).bind(xid).execute(open).await;
+        if done.is_err() {
+            *conn = None;
+        }
+        done.map(|_| ()).context("writing the eventless registry")
+    }
+}
+
+/// Registers the transaction open on `tx` as one that writes no event until the returned
+/// guard is released (release it once the transaction has ended). The registration is
+/// committed (on `registry`'s own connection) before this returns.
+pub async fn register_eventless(
+    tx: &mut PgConnection,
+    registry: &Arc<Registry>,
+) -> anyhow::Result<Eventless> {
     let xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
         .fetch_one(tx)
+        .await
+        .context("reading a flush's transaction id")?;
+    // Registrations of transactions that have ended (a process that died mid-flush) go too.
+    registry
+        .execute(
+            "WITH gone AS (DELETE FROM eventless_transactions
+                           WHERE xid < pg_snapshot_xmin(pg_current_snapshot()))
+             INSERT INTO eventless_transactions (xid) VALUES ($1::text::xid8)",
+            &xid,
+        )
         .await?;
-    let xid = xid.parse()?;
-    EVENTLESS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(xid);
-    Ok(Eventless(xid))
+    Ok(Eventless {
+        xid,
+        registry: Some(registry.clone()),
+    })
 }
 
-/// Unregisters its transaction when dropped.
+/// A registration; [`Eventless::release`] it once its transaction has ended. Dropped
+/// unreleased, it is released in the background.
 #[must_use]
-pub struct Eventless(u64);
+pub struct Eventless {
+    xid: String,
+    registry: Option<Arc<Registry>>,
+}
+
+const UNREGISTER: &str = "DELETE FROM eventless_transactions WHERE xid = $1::text::xid8";
+
+impl Eventless {
+    pub async fn release(mut self) -> anyhow::Result<()> {
+        match self.registry.take() {
+            Some(registry) => registry.execute(UNREGISTER, &self.xid).await,
+            None => Ok(()),
+        }
+    }
+}
 
 impl Drop for Eventless {
     fn drop(&mut self) {
-        let mut all = EVENTLESS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(at) = all.iter().position(|&x| x == self.0) {
-            all.swap_remove(at);
-        }
+        let (Some(registry), Ok(runtime)) =
+            (self.registry.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let xid = std::mem::take(&mut self.xid);
+        // Harmless if it never runs: a registration of an ended transaction changes no
+        // horizon, and the next registration removes it.
+        runtime.spawn(async move {
+            if let Err(e) = registry.execute(UNREGISTER, &xid).await {
+                tracing::debug!(error = %e, "could not unregister a flush");
+            }
+        });
     }
 }

@@ -1,7 +1,8 @@
 //! The event log and its bookkeeping: positions (with their one row codec), reading the log
 //! in commit order, checkpoints, settings and leader locks, and how readers of the log are
-//! woken when it grows.
+//! woken when it grows, and the upkeep of its audit index.
 
+pub mod audit_index;
 pub mod checkpoint;
 pub mod horizon;
 pub mod position;

@@ -44,6 +44,24 @@ pub struct Batch {
     pub end: Option<Position>,
 }
 
+/// The statement of [`read_batch_of`], with the horizon written in.
+static READ_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT transaction_id::text AS xid, position, aggregate_type, aggregate_id, sequence,
+                event_type, event_version, wanted,
+                CASE WHEN wanted THEN payload END AS payload,
+                CASE WHEN wanted THEN metadata END AS metadata
+         FROM (SELECT *, ($4::text[] IS NULL OR aggregate_type = ANY($4)) AS wanted
+               FROM events
+               WHERE (transaction_id, position) > ($1::text::xid8, $2)
+                 AND transaction_id < {}
+               ORDER BY transaction_id, position
+               LIMIT $3) stretch
+         ORDER BY stretch.transaction_id, position",
+        horizon::HORIZON
+    )
+});
+
 /// [`read_batch`], decoding only events of `aggregate_types` (all if `None`): the others
 /// are passed over without their payload leaving the database.
 pub async fn read_batch_of(
@@ -52,30 +70,14 @@ pub async fn read_batch_of(
     limit: i64,
     aggregate_types: Option<&[&str]>,
 ) -> anyhow::Result<Batch> {
-    let rows = sqlx::query(
-        "SELECT transaction_id::text AS xid, position, aggregate_type, aggregate_id, sequence,
-                event_type, event_version, wanted,
-                CASE WHEN wanted THEN payload END AS payload,
-                CASE WHEN wanted THEN metadata END AS metadata
-         FROM (SELECT *, ($4::text[] IS NULL OR aggregate_type = ANY($4)) AS wanted
-               FROM events
-               WHERE (transaction_id, position) > ($1::text::xid8, $2)
-                 AND transaction_id < coalesce(
-                     (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) x
-                      WHERE x <> ALL($5::text[]::xid8[])),
-                     pg_snapshot_xmax(pg_current_snapshot()))
-               ORDER BY transaction_id, position
-               LIMIT $3) stretch
-         ORDER BY stretch.transaction_id, position",
-    )
-    .bind(after.xid_text())
-    .bind(after.position)
-    .bind(limit)
-    .bind(aggregate_types)
-    .bind(horizon::eventless())
-    .fetch_all(conn)
-    .await
-    .context("reading events")?;
+    let rows = sqlx::query(&READ_BATCH)
+        .bind(after.xid_text())
+        .bind(after.position)
+        .bind(limit)
+        .bind(aggregate_types)
+        .fetch_all(conn)
+        .await
+        .context("reading events")?;
     let mut batch = Batch {
         scanned: rows.len(),
         ..Batch::default()

@@ -14,6 +14,7 @@ use super::live::{Image, Live};
 use super::projector::{Projector, Step};
 use super::{ProjectorConfig, HELD_BACK_RETRY};
 use crate::log::checkpoint::{self, SettingsMismatch};
+use crate::log::horizon::Registry;
 use crate::log::wake::{Wake, CHANNEL};
 
 /// Whether a node's projectors may write the durable copies.
@@ -53,8 +54,17 @@ pub async fn run(
             .await;
         Ok(())
     });
+    if role == Role::Projector {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        tasks.spawn(async move {
+            crate::log::audit_index::keep_merged(pool, stop).await;
+            Ok(())
+        });
+    }
+    let registry = Arc::new(Registry::new(&pool));
     for kind in super::projections(&config) {
         let task = Task {
+            registry: registry.clone(),
             pool: pool.clone(),
             live: image.get(kind).clone(),
             config: config.clone(),
@@ -133,6 +143,8 @@ async fn listen(pool: PgPool, wake: Wake, mut stop: watch::Receiver<bool>) {
 /// One projection's task on one node.
 struct Task {
     pool: PgPool,
+    /// Where its flushes register as eventless.
+    registry: Arc<Registry>,
     live: Arc<Live>,
     config: ProjectorConfig,
     wake: watch::Receiver<u64>,
@@ -295,7 +307,10 @@ impl Task {
             projector.poll_flush().await?;
             let (step, busy) = self.step(&mut projector, conn).await?;
             if projector.flush_due(!busy, &self.config) {
-                projector.start_flush(&self.pool);
+                projector.start_flush(&self.pool, &self.registry, false);
+            } else if projector.rest_due(&self.config) {
+                // At rest: the journal is folded into whole rows (see `state::feeds`).
+                projector.start_flush(&self.pool, &self.registry, true);
             }
             // Counting the backlog costs a scan of it: at most once a second.
             if lag_measured.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {

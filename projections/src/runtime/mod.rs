@@ -56,6 +56,9 @@ pub struct ProjectorConfig {
     pub flush_interval: Duration,
     /// Flush sooner once this many rows are pending.
     pub flush_rows: usize,
+    /// After the log has been quiet this long, a journal in the durable copy is folded into
+    /// whole rows.
+    pub rest: Duration,
 }
 
 impl Default for ProjectorConfig {
@@ -67,6 +70,7 @@ impl Default for ProjectorConfig {
             celebrity_threshold: crate::state::feeds::DEFAULT_CELEBRITY_THRESHOLD,
             flush_interval: Duration::from_millis(500),
             flush_rows: 500_000,
+            rest: Duration::from_secs(1),
         }
     }
 }
@@ -117,7 +121,7 @@ pub async fn catch_up_projection(
             }
         }
         if projector.pending_rows() >= config.flush_rows {
-            projector.flush(&mut conn).await?;
+            projector.flush_journal(&mut conn).await?;
         }
     }
     projector.flush(&mut conn).await?;

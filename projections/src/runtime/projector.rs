@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 
 use super::live::Live;
 use super::ProjectorConfig;
+use crate::log::checkpoint;
+use crate::log::horizon::{self, Registry};
 use crate::log::read::read_batch_of;
-use crate::log::{checkpoint, horizon};
 use crate::projection::{AnyChanges, AnyState, Kind};
 use crate::store::{Settings, Snapshot};
 use crate::Position;
@@ -46,6 +47,8 @@ pub struct Projector {
     /// Where the durable copy is (the last flush that committed).
     durable: Position,
     last_flush: Instant,
+    /// When the state last moved.
+    last_moved: Instant,
     in_flight: Option<InFlight>,
 }
 
@@ -106,9 +109,11 @@ async fn write_flush(
         .with_context(|| format!("{name}: writing changes up to {to}"))
 }
 
-/// [`write_flush`] in a transaction of its own, committed.
+/// [`write_flush`] in a transaction of its own, committed. With `registry`, readers of the
+/// log (in any process) pass over the transaction meanwhile: it writes no event.
 async fn commit_flush(
     conn: &mut PgConnection,
+    registry: Option<&Arc<Registry>>,
     kind: Kind,
     changes: AnyChanges,
     from: Position,
@@ -116,11 +121,15 @@ async fn commit_flush(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    // Projectors need not wait for this transaction: it writes no event.
-    let eventless = horizon::register_eventless(&mut tx).await?;
+    let eventless = match registry {
+        Some(registry) => Some(horizon::register_eventless(&mut tx, registry).await?),
+        None => None,
+    };
     write_flush(&mut tx, kind, &changes, from, to).await?;
     tx.commit().await.context("committing a flush")?;
-    drop(eventless);
+    if let Some(eventless) = eventless {
+        eventless.release().await?;
+    }
     let name = kind.name();
     metrics::histogram!("murmur_projection_flush_seconds", "projection" => name)
         .record(started.elapsed().as_secs_f64());
@@ -170,6 +179,7 @@ impl Projector {
             live,
             durable,
             last_flush: Instant::now(),
+            last_moved: Instant::now(),
             in_flight: None,
         })
     }
@@ -195,6 +205,7 @@ impl Projector {
             durable: live.position(),
             live,
             last_flush: Instant::now(),
+            last_moved: Instant::now(),
             in_flight: None,
         })
     }
@@ -226,6 +237,7 @@ impl Projector {
             return Ok(Step::Idle);
         };
         self.live.apply(&batch.events, to);
+        self.last_moved = Instant::now();
         Ok(Step::Applied {
             events: batch.scanned,
             to,
@@ -237,48 +249,73 @@ impl Projector {
         self.live.read().pending_rows()
     }
 
-    /// Takes the changes since the last flush, with the position they bring the copy to.
-    fn take_changes(&mut self) -> (AnyChanges, Position) {
+    /// Takes the changes since the last flush, with the position they bring the copy to;
+    /// `complete`: as whole rows, leaving no journal (see [`AnyState::complete_next`]).
+    fn take_changes(&mut self, complete: bool) -> (AnyChanges, Position) {
         let mut state = self.live.write();
+        if complete {
+            state.complete_next();
+        }
         // Under the lock: the position cannot move between the two.
         (state.take_changes(), self.live.position())
     }
 
-    /// Writes the row changes since the last flush and moves the checkpoint to the state's
-    /// position, in one transaction, waiting for it. Fails with [`Stale`] if another
-    /// process moved it.
+    /// Whether there is anything to flush; `complete`: also a journal to fold into rows.
+    fn has_changes(&self, complete: bool) -> bool {
+        self.position() != self.durable || (complete && self.live.read().journaled())
+    }
+
+    /// Writes the row changes since the last flush (as whole rows, no journal left) and
+    /// moves the checkpoint to the state's position, in one transaction, waiting for it.
+    /// Fails with [`Stale`] if another process moved it.
     pub async fn flush(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        self.flush_as(conn, true).await
+    }
+
+    /// [`Projector::flush`] as a leader under load makes it: inbox changes as a journal.
+    pub async fn flush_journal(&mut self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        self.flush_as(conn, false).await
+    }
+
+    async fn flush_as(&mut self, conn: &mut PgConnection, complete: bool) -> anyhow::Result<()> {
         self.finish_flush().await?;
-        if self.position() == self.durable {
+        if !self.has_changes(complete) {
             return Ok(());
         }
-        let (changes, to) = self.take_changes();
-        commit_flush(conn, self.kind, changes, self.durable, to).await?;
+        let (changes, to) = self.take_changes(complete);
+        commit_flush(conn, None, self.kind, changes, self.durable, to).await?;
         self.durable = to;
         self.last_flush = Instant::now();
         Ok(())
     }
 
-    /// The work of [`Projector::flush`] inside the caller's transaction, not committed: the
+    /// The work of a flush ([`Projector::flush`], or with `complete` false
+    /// [`Projector::flush_journal`]) inside the caller's transaction, not committed: the
     /// changes are taken from the state either way, so after a failed commit only a reload
     /// gives a projector that can flush again.
-    pub async fn flush_into(&mut self, tx: &mut PgConnection, to: Position) -> anyhow::Result<()> {
-        let (changes, at) = self.take_changes();
+    pub async fn flush_into(
+        &mut self,
+        tx: &mut PgConnection,
+        to: Position,
+        complete: bool,
+    ) -> anyhow::Result<()> {
+        let (changes, at) = self.take_changes(complete);
         anyhow::ensure!(at == to, "flush_into({to}) of a state at {at}");
         write_flush(tx, self.kind, &changes, self.durable, to).await
     }
 
     /// Starts a flush on its own task and connection, unless one is in flight or there is
-    /// nothing to write; applying goes on meanwhile.
-    pub fn start_flush(&mut self, pool: &PgPool) {
-        if self.in_flight.is_some() || self.position() == self.durable {
+    /// nothing to write; applying goes on meanwhile. `complete`: see [`Projector::flush`].
+    pub fn start_flush(&mut self, pool: &PgPool, registry: &Arc<Registry>, complete: bool) {
+        if self.in_flight.is_some() || !self.has_changes(complete) {
             return;
         }
-        let (changes, to) = self.take_changes();
-        let (kind, from, pool) = (self.kind, self.durable, pool.clone());
+        let (changes, to) = self.take_changes(complete);
+        let (kind, from, pool, registry) =
+            (self.kind, self.durable, pool.clone(), registry.clone());
         let task = tokio::spawn(async move {
             let mut conn = pool.acquire().await.context("connecting to flush")?;
-            commit_flush(&mut conn, kind, changes, from, to).await
+            commit_flush(&mut conn, Some(&registry), kind, changes, from, to).await
         });
         self.in_flight = Some(InFlight { to, task });
     }
@@ -308,6 +345,15 @@ impl Projector {
             Some(flight) if flight.task.is_finished() => self.finish_flush().await,
             _ => Ok(()),
         }
+    }
+
+    /// Whether the journal should be folded into whole rows now: the state has not moved
+    /// for `config.rest`, and everything else is flushed.
+    pub(super) fn rest_due(&self, config: &ProjectorConfig) -> bool {
+        !self.flushing()
+            && self.position() == self.durable
+            && self.last_moved.elapsed() >= config.rest
+            && self.live.read().journaled()
     }
 
     /// Whether the durable copy should catch up now.

@@ -25,8 +25,19 @@ pub trait Fold: Send + Sync + 'static {
     /// types, in commit order, each once).
     fn apply(&mut self, event: &StoredEvent);
 
-    /// Rows changed since the last call, as they stand now; forgets them.
+    /// Rows changed since the last call, as they stand now; forgets them. A projection may
+    /// write some of them as a journal of changes instead (see `FeedsState`), until
+    /// [`Fold::complete_next`] asks for whole rows.
     fn take_changes(&mut self) -> Self::Changes;
+
+    /// Makes the next [`Fold::take_changes`] leave the tables complete (no journal to
+    /// replay): a rest after a load, a last flush, a test that reads the tables.
+    fn complete_next(&mut self) {}
+
+    /// Whether the tables hold a journal that [`Fold::complete_next`] would fold in.
+    fn journaled(&self) -> bool {
+        false
+    }
 
     /// Whether changes are being recorded. A rebuild turns this off: it writes everything.
     fn set_tracking(&mut self, on: bool);

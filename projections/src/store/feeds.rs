@@ -1,17 +1,20 @@
 //! The durable copy of `feeds`: `follows` (one row per edge, which the follower and
 //! following lists also read), `feed_posts` (the projection's own index of live posts),
-//! `feed_inbox` (one row per reader: the inbox's post ids) and `feed_celebrities`.
+//! `feed_inbox` (one row per reader: the inbox's post ids), `feed_inbox_journal` (the inbox
+//! changes made since those rows were written) and `feed_celebrities`.
 //!
-//! Inboxes are stored whole, one row each: a post fans out to thousands of inboxes, and a
-//! flush rewrites each touched inbox once however many posts reached it meanwhile, so the
-//! cost of persisting fan-out is bounded by the number of readers, not of deliveries.
+//! A flush under load appends one journal row (two parallel arrays, owners and entries:
+//! 16 bytes a delivery, however many inboxes a post reaches); now and then a flush writes
+//! the changed inboxes whole instead and empties the journal (see `state::feeds`). The
+//! inboxes of the copy are its rows with the journal replayed in order ([`inboxes`]).
 
 use anyhow::Context;
 use murmur_domain::{PostId, UserId};
 use sqlx::PgConnection;
 
-use super::copy::{copy_in, Fields};
+use super::copy::{copy_in, copy_out_all, Fields};
 use super::Snapshot;
+use crate::state::feeds::inbox::{self, JournalEntry};
 use crate::state::feeds::FeedsChanges;
 use crate::state::{FeedsState, Fold};
 
@@ -67,9 +70,42 @@ pub async fn load(snapshot: &mut Snapshot, celebrity_threshold: i64) -> anyhow::
             }
         })
         .await?;
+    // After the rows: the journal's entries change the inboxes the rows hold.
+    for (owner, entry) in journal(snapshot.conn()).await? {
+        state.load_journal_entry(owner, entry);
+    }
     state.finish_load();
     state.set_tracking(true);
     Ok(state)
+}
+
+/// The journal's entries in the order they were made: (owner, entry).
+async fn journal(conn: &mut PgConnection) -> anyhow::Result<Vec<(UserId, JournalEntry)>> {
+    let rows: Vec<(Vec<UserId>, Vec<JournalEntry>)> =
+        sqlx::query_as("SELECT owner_ids, entries FROM feed_inbox_journal ORDER BY seq")
+            .fetch_all(&mut *conn)
+            .await
+            .context("reading the inbox journal")?;
+    let mut entries = Vec::with_capacity(rows.iter().map(|r| r.0.len()).sum());
+    for (owners, journaled) in rows {
+        anyhow::ensure!(owners.len() == journaled.len(), "a torn inbox journal row");
+        entries.extend(owners.into_iter().zip(journaled));
+    }
+    Ok(entries)
+}
+
+/// The inboxes of the durable copy as `conn` sees it (the rows, with the journal replayed),
+/// ascending by owner, empty ones left out: what a load would hold.
+pub async fn inboxes(conn: &mut PgConnection) -> anyhow::Result<Vec<(UserId, Vec<PostId>)>> {
+    let mut inboxes: std::collections::BTreeMap<UserId, Vec<PostId>> =
+        copy_out_all(conn, "SELECT owner_id, post_ids FROM feed_inbox", inbox)
+            .await?
+            .into_iter()
+            .collect();
+    for (owner, entry) in journal(conn).await? {
+        inbox::replay(inboxes.entry(owner).or_default(), entry);
+    }
+    Ok(inboxes.into_iter().filter(|(_, p)| !p.is_empty()).collect())
 }
 
 pub async fn write_changes(conn: &mut PgConnection, c: &FeedsChanges) -> anyhow::Result<()> {
@@ -105,7 +141,21 @@ pub async fn write_changes(conn: &mut PgConnection, c: &FeedsChanges) -> anyhow:
         .await
         .context("inserting follows")?;
     }
-    write_inboxes(conn, &c.inboxes).await?;
+    if c.complete {
+        write_inboxes(conn, &c.inboxes).await?;
+        sqlx::query("DELETE FROM feed_inbox_journal")
+            .execute(&mut *conn)
+            .await
+            .context("emptying the inbox journal")?;
+    } else if !c.journal.is_empty() {
+        let (owners, entries): (Vec<UserId>, Vec<JournalEntry>) = c.journal.iter().copied().unzip();
+        sqlx::query("INSERT INTO feed_inbox_journal (owner_ids, entries) VALUES ($1, $2)")
+            .bind(&owners)
+            .bind(&entries)
+            .execute(&mut *conn)
+            .await
+            .context("journaling inbox changes")?;
+    }
     if !c.posts_deleted.is_empty() {
         let (posts, authors): (Vec<PostId>, Vec<UserId>) = c.posts_deleted.iter().copied().unzip();
         sqlx::query(

@@ -112,8 +112,13 @@ impl Durable for PostsState {
 #[async_trait::async_trait]
 impl Durable for FeedsState {
     const NAME: &'static str = names::FEEDS;
-    const TABLES: &'static [&'static str] =
-        &["follows", "feed_posts", "feed_inbox", "feed_celebrities"];
+    const TABLES: &'static [&'static str] = &[
+        "follows",
+        "feed_posts",
+        "feed_inbox",
+        "feed_inbox_journal",
+        "feed_celebrities",
+    ];
     const AGGREGATE_TYPES: &'static [&'static str] = &[Follow::TYPE, Post::TYPE];
     // Only the follower and following lists read these; the state finds its rows in memory.
     const DEFERRED_INDEXES: &'static [&'static str] = &["follows_followers", "follows_following"];

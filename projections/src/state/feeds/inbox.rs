@@ -1,4 +1,5 @@
-//! Inboxes as ascending, capped vectors of post ids: insert, merge, remove.
+//! Inboxes as ascending, capped vectors of post ids: insert, merge, remove; and the
+//! journal of those changes, which replays them ([`replay`]).
 
 use murmur_domain::PostId;
 
@@ -66,8 +67,13 @@ pub(super) fn inbox_merge(
     changed
 }
 
-/// Removes from an ascending inbox every post of the ascending `posts`; whether it changed.
-pub(super) fn inbox_remove_all(inbox: &mut Vec<PostId>, posts: &[PostId]) -> bool {
+/// Removes from an ascending inbox every post of the ascending `posts`, pushing those it
+/// removed onto `removed`; whether it changed.
+pub(super) fn inbox_remove_all(
+    inbox: &mut Vec<PostId>,
+    posts: &[PostId],
+    removed: &mut Vec<PostId>,
+) -> bool {
     let (Some(&first), Some(&last)) = (inbox.first(), inbox.last()) else {
         return false;
     };
@@ -83,9 +89,29 @@ pub(super) fn inbox_remove_all(inbox: &mut Vec<PostId>, posts: &[PostId]) -> boo
         while j < posts.len() && posts[j] < p {
             j += 1;
         }
-        !(j < posts.len() && posts[j] == p)
+        let gone = j < posts.len() && posts[j] == p;
+        if gone {
+            removed.push(p);
+        }
+        !gone
     });
     inbox.len() != before
+}
+
+/// One change of an inbox in the journal: a post id (always positive) added by
+/// [`inbox_insert`], or its negation, removed.
+pub type JournalEntry = PostId;
+
+/// Applies a journal entry as the state applied it, so that replaying an inbox's entries in
+/// order from the inbox they started from gives the inbox they made. A merge is journaled as
+/// the insertion of each merged post: inserting one by one into a capped inbox keeps the
+/// newest [`INBOX_CAP`] of the union, which is what the merge keeps.
+pub fn replay(inbox: &mut Vec<PostId>, entry: JournalEntry) {
+    if entry > 0 {
+        inbox_insert(inbox, entry);
+    } else if let Ok(at) = inbox.binary_search(&-entry) {
+        inbox.remove(at);
+    }
 }
 
 #[cfg(test)]
@@ -107,8 +133,32 @@ mod tests {
         assert_eq!(inbox.len(), INBOX_CAP);
         assert_eq!(&inbox[inbox.len() - 3..], &[1000, 1001, 1002]);
         assert_eq!(inbox[0], 4);
-        assert!(inbox_remove_all(&mut inbox, &[3, 4, 5, 1001, 2000]));
+        let mut removed = Vec::new();
+        assert!(inbox_remove_all(
+            &mut inbox,
+            &[3, 4, 5, 1001, 2000],
+            &mut removed
+        ));
+        assert_eq!(removed, [4, 5, 1001]);
         assert_eq!(inbox.len(), INBOX_CAP - 3);
-        assert!(!inbox_remove_all(&mut inbox, &[1, 2, 3]));
+        assert!(!inbox_remove_all(&mut inbox, &[1, 2, 3], &mut removed));
+    }
+
+    #[test]
+    fn replaying_a_merge_as_insertions_gives_the_merge() {
+        // A full inbox of even ids, merged with odd ones around its oldest entry.
+        let start: Vec<PostId> = (1..=INBOX_CAP as i64).map(|i| i * 2).collect();
+        let posts: Vec<PostId> = (0..40).map(|i| i * 2 + 1).chain([5000, 5001]).collect();
+        let mut merged = start.clone();
+        assert!(inbox_merge(&mut merged, &posts, &mut Vec::new()));
+        let mut replayed = start;
+        for &p in &posts {
+            replay(&mut replayed, p);
+        }
+        assert_eq!(replayed, merged);
+        replay(&mut replayed, -5000);
+        replay(&mut replayed, -7); // not there: nothing happens
+        assert_eq!(replayed.len(), INBOX_CAP - 1);
+        assert!(!replayed.contains(&5000));
     }
 }

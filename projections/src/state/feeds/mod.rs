@@ -17,15 +17,21 @@
 //! A post is only ever in the inboxes of its author and the author's current followers
 //! (unfollowing removes it, and it enters no other way), and never in a follower's inbox
 //! while its author is a celebrity: that bounds the work of a deletion.
+//!
+//! Inboxes are written to the durable copy as a journal of their changes (an entry per
+//! delivery or removal, [`inbox::replay`] applies them), and as whole rows only now and
+//! then ([`COMPLETE_AFTER`] entries, or when asked: at rest, at a last flush). A post reaches
+//! thousands of inboxes: rewriting each one it touched at every flush cost the database
+//! far more than the commands did.
 
 use chrono::{DateTime, Utc};
 use murmur_domain::{FollowEvent, MurmurEvent, PostEvent, PostId, UserId};
 use rustc_hash::FxHashMap;
 
-mod inbox;
+pub mod inbox;
 mod read;
 
-use inbox::{inbox_insert, inbox_merge, inbox_remove_all};
+use inbox::{inbox_insert, inbox_merge, inbox_remove_all, JournalEntry};
 
 use super::ids::Ids;
 use super::Fold;
@@ -37,6 +43,9 @@ pub const INBOX_CAP: usize = 800;
 pub const FOLLOW_BACKFILL: usize = 20;
 /// The default celebrity threshold.
 pub const DEFAULT_CELEBRITY_THRESHOLD: i64 = 10_000;
+/// Journal entries after which the next flush writes whole inboxes again (and empties the
+/// journal): bounds what a load replays and the journal's size (16 bytes an entry).
+pub const COMPLETE_AFTER: usize = 2_000_000;
 
 #[derive(Debug, Default, Clone)]
 struct User {
@@ -69,7 +78,12 @@ pub struct FollowRow {
 pub struct FeedsChanges {
     pub follows_deleted: Vec<(UserId, UserId)>,
     pub follows_inserted: Vec<FollowRow>,
-    /// Whole inboxes as they stand (empty: no row).
+    /// Inbox changes in the order they were made: (owner, entry); written as a journal.
+    pub journal: Vec<(UserId, JournalEntry)>,
+    /// Whole rows this time: `inboxes` holds every inbox changed since the last whole
+    /// write, and the journal written since is to be emptied.
+    pub complete: bool,
+    /// Whole inboxes as they stand (empty: no row), when `complete`.
     pub inboxes: Vec<(UserId, Vec<PostId>)>,
     /// (post, author)
     pub posts_deleted: Vec<(PostId, UserId)>,
@@ -90,8 +104,11 @@ struct EdgeChange {
 #[derive(Debug, Default)]
 struct Dirty {
     edges: FxHashMap<(u32, u32), EdgeChange>,
+    /// Inboxes changed since the last whole write (kept across journal flushes).
     inbox_flags: Vec<bool>,
     inboxes: Vec<u32>,
+    /// Inbox changes since the last flush.
+    journal: Vec<(u32, JournalEntry)>,
     /// Post -> (was in the durable copy, author).
     posts: FxHashMap<PostId, (bool, u32)>,
     /// Author -> was a celebrity in the durable copy.
@@ -109,7 +126,11 @@ pub struct FeedsState {
     keep_since: bool,
     tracking: bool,
     dirty: Dirty,
-    /// Reused by inbox merges.
+    /// Journal entries in the durable copy (or pending) since its inboxes were last whole.
+    journaled: usize,
+    /// The next flush writes whole inboxes.
+    complete_next: bool,
+    /// Reused by inbox merges and removals.
     scratch: Vec<PostId>,
 }
 
@@ -144,6 +165,8 @@ impl FeedsState {
             keep_since: false,
             tracking: true,
             dirty: Dirty::default(),
+            journaled: 0,
+            complete_next: false,
             scratch: Vec::new(),
         }
     }
@@ -171,10 +194,17 @@ impl FeedsState {
         i
     }
 
-    fn touch_inbox(&mut self, owner: u32) {
+    /// Notes a change of `owner`'s inbox (`entry`, as the journal holds it).
+    fn touch_inbox(&mut self, owner: u32, entry: JournalEntry) {
         if !self.tracking {
             return;
         }
+        self.dirty.journal.push((owner, entry));
+        self.mark_inbox(owner);
+    }
+
+    /// Marks `owner`'s inbox as changed since its last whole write.
+    fn mark_inbox(&mut self, owner: u32) {
         let slot = owner as usize;
         let flags = &mut self.dirty.inbox_flags;
         if flags.len() <= slot {
@@ -212,7 +242,7 @@ impl FeedsState {
 
     fn insert_into_inbox(&mut self, owner: u32, post: PostId) {
         if inbox_insert(&mut self.users[owner as usize].inbox, post) {
-            self.touch_inbox(owner);
+            self.touch_inbox(owner, post);
         }
     }
 
@@ -220,7 +250,7 @@ impl FeedsState {
         let inbox = &mut self.users[owner as usize].inbox;
         if let Ok(at) = inbox.binary_search(&post) {
             inbox.remove(at);
-            self.touch_inbox(owner);
+            self.touch_inbox(owner, -post);
         }
     }
 
@@ -229,9 +259,14 @@ impl FeedsState {
         let Some((owner_user, author_user)) = pair(&mut self.users, owner, author) else {
             return;
         };
-        if inbox_remove_all(&mut owner_user.inbox, &author_user.posts) {
-            self.touch_inbox(owner);
+        let mut removed = std::mem::take(&mut self.scratch);
+        removed.clear();
+        if inbox_remove_all(&mut owner_user.inbox, &author_user.posts, &mut removed) {
+            for &post in &removed {
+                self.touch_inbox(owner, -post);
+            }
         }
+        self.scratch = removed;
     }
 
     /// `author`'s posts since `from` (the newest [`INBOX_CAP`] at most) into `owner`'s inbox.
@@ -245,8 +280,14 @@ impl FeedsState {
             .max(posts.len().saturating_sub(INBOX_CAP));
         if start < posts.len()
             && inbox_merge(&mut owner_user.inbox, &posts[start..], &mut self.scratch)
+            && self.tracking
         {
-            self.touch_inbox(owner);
+            // Journaled as the insertion of every merged post (see `inbox::replay`).
+            let merged = &self.users[author as usize].posts[start..];
+            self.dirty
+                .journal
+                .extend(merged.iter().map(|&post| (owner, post)));
+            self.mark_inbox(owner);
         }
     }
 
@@ -402,8 +443,27 @@ impl Fold for FeedsState {
     }
 
     fn take_changes(&mut self) -> FeedsChanges {
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut changes = FeedsChanges::default();
+        let journal = std::mem::take(&mut self.dirty.journal);
+        self.journaled += journal.len();
+        let complete = std::mem::take(&mut self.complete_next) || self.journaled >= COMPLETE_AFTER;
+        let mut changes = FeedsChanges {
+            complete,
+            ..FeedsChanges::default()
+        };
+        if complete {
+            self.take_inboxes(&mut changes);
+        } else {
+            changes.journal = journal
+                .into_iter()
+                .map(|(owner, entry)| (self.ids.id(owner), entry))
+                .collect();
+        }
+        let dirty = Dirty {
+            edges: std::mem::take(&mut self.dirty.edges),
+            posts: std::mem::take(&mut self.dirty.posts),
+            celebrities: std::mem::take(&mut self.dirty.celebrities),
+            ..Dirty::default()
+        };
         let mut edges: Vec<((u32, u32), EdgeChange)> = dirty.edges.into_iter().collect();
         edges.sort_unstable_by_key(|&((a, b), _)| (self.ids.id(a), self.ids.id(b)));
         for ((a, b), change) in edges {
@@ -420,15 +480,6 @@ impl Fold for FeedsState {
                 });
             }
         }
-        let mut owners = dirty.inboxes;
-        owners.sort_unstable_by_key(|&o| self.ids.id(o));
-        for owner in owners {
-            changes
-                .inboxes
-                .push((self.ids.id(owner), self.users[owner as usize].inbox.clone()));
-        }
-        self.dirty.inbox_flags = dirty.inbox_flags;
-        self.dirty.inbox_flags.fill(false);
         for (post, (was, author)) in dirty.posts {
             match (was, self.post_author.contains_key(&post)) {
                 (true, false) => changes.posts_deleted.push((post, self.ids.id(author))),
@@ -452,8 +503,42 @@ impl Fold for FeedsState {
 
     fn pending_rows(&self) -> usize {
         self.dirty.edges.len()
-            + self.dirty.inboxes.len()
+            + self.dirty.journal.len()
             + self.dirty.posts.len()
             + self.dirty.celebrities.len()
+    }
+
+    fn complete_next(&mut self) {
+        self.complete_next = true;
+    }
+
+    fn journaled(&self) -> bool {
+        self.journaled > 0 || !self.dirty.journal.is_empty()
+    }
+}
+
+impl FeedsState {
+    /// Every inbox changed since the last whole write, as it stands, into `changes`; they
+    /// are whole again from here on.
+    fn take_inboxes(&mut self, changes: &mut FeedsChanges) {
+        let mut owners = std::mem::take(&mut self.dirty.inboxes);
+        owners.sort_unstable_by_key(|&o| self.ids.id(o));
+        for &owner in &owners {
+            self.dirty.inbox_flags[owner as usize] = false;
+            changes
+                .inboxes
+                .push((self.ids.id(owner), self.users[owner as usize].inbox.clone()));
+        }
+        self.journaled = 0;
+    }
+
+    /// Replays a journal entry of the durable copy onto a loaded inbox (see
+    /// [`inbox::replay`]); the inbox counts as changed until its next whole write, since
+    /// its row does not show the entry.
+    pub fn load_journal_entry(&mut self, owner: UserId, entry: JournalEntry) {
+        let oi = self.user(owner);
+        inbox::replay(&mut self.users[oi as usize].inbox, entry);
+        self.mark_inbox(oi);
+        self.journaled += 1;
     }
 }
