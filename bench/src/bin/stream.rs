@@ -34,6 +34,11 @@ struct Args {
     writers: usize,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Instead of a paced stream: append this many events while an open transaction holds
+    /// every reader of the log back, then end it and time how fast the projectors apply
+    /// the backlog (their throughput, apart from what appending costs).
+    #[arg(long)]
+    backlog: Option<u64>,
 }
 
 /// One sample of the server's gauges: per projection (in `/metrics` order) the events
@@ -185,6 +190,67 @@ fn p99(mut xs: Vec<f64>) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Appends `n` events as fast as `writers` statements at a time allow.
+async fn append_all(
+    pool: &PgPool,
+    stream: &mut Stream,
+    n: u64,
+    writers: usize,
+) -> Result<Position> {
+    let (mut appended, mut last) = (0u64, Position::START);
+    let mut in_flight = tokio::task::JoinSet::new();
+    while appended < n || !in_flight.is_empty() {
+        while appended < n && in_flight.len() < writers {
+            let mut events = Vec::new();
+            while (events.len() as u64) < (n - appended).min(5_000) {
+                stream.next_into(&mut events);
+            }
+            appended += events.len() as u64;
+            let pool = pool.clone();
+            in_flight.spawn(async move { append(&pool, &events).await });
+        }
+        if let Some(done) = in_flight.join_next().await {
+            last = last.max(done??);
+        }
+    }
+    Ok(last)
+}
+
+/// `--backlog`: see [`Args::backlog`].
+async fn backlog(args: &Args, pool: &PgPool, stream: &mut Stream, n: u64) -> Result<()> {
+    let client = reqwest::Client::new();
+    let mut holder = pool.begin().await?;
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *holder)
+        .await?;
+    let started = Instant::now();
+    let last = append_all(pool, stream, n, args.writers).await?;
+    let appended_in = started.elapsed().as_secs_f64();
+    let from = memory_position(&client, &args.server).await?;
+    let released = Instant::now();
+    holder.rollback().await?;
+    while memory_position(&client, &args.server).await? < last {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let memory = released.elapsed().as_secs_f64();
+    while durable_position(pool).await? < last {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let durable = released.elapsed().as_secs_f64();
+    let summary = serde_json::json!({
+        "backlog": n,
+        "appended_seconds": appended_in,
+        "memory_from": from.to_string(),
+        "memory_seconds": memory,
+        "applied_per_second": n as f64 / memory,
+        "durable_seconds": durable,
+        "durable_per_second": n as f64 / durable,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    println!("BENCH_JSON {summary}");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -196,10 +262,13 @@ async fn main() -> Result<()> {
     let users: i64 = sqlx::query_scalar("SELECT max(user_id) FROM profiles")
         .fetch_one(&pool)
         .await?;
-    let total = args.rate * args.duration;
+    let total = args.backlog.unwrap_or(args.rate * args.duration);
     let first_user = reserve(&pool, "user_ids", total as i64).await?;
     let first_post = reserve(&pool, "post_ids", total as i64).await?;
     let mut stream = Stream::new(Mix::default(), args.seed, users, first_user, first_post);
+    if let Some(n) = args.backlog {
+        return backlog(&args, &pool, &mut stream, n).await;
+    }
     let client = reqwest::Client::new();
     let started = Instant::now();
     let before = sample(&client, &args.server).await?;

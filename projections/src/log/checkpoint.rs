@@ -186,11 +186,12 @@ pub async fn committed_after(conn: &mut PgConnection, at: Position) -> anyhow::R
     Ok(first.is_some())
 }
 
-/// Events committed after `at`, and the age in seconds of the oldest of them (0 if none).
+/// Events committed after `at` (up to [`COUNTED_AT_MOST`]), and the age in seconds of the
+/// oldest of them (0 if none).
 pub async fn lag(conn: &mut PgConnection, at: Position) -> anyhow::Result<(i64, f64)> {
     let row = sqlx::query(
-        "SELECT (SELECT count(*) FROM events
-                 WHERE (transaction_id, position) > ($1::text::xid8, $2)) AS events,
+        "SELECT (SELECT count(*) FROM (SELECT FROM events
+                 WHERE (transaction_id, position) > ($1::text::xid8, $2) LIMIT $3) c) AS events,
                 coalesce(extract(epoch FROM now() - (
                     SELECT (metadata->>'time')::timestamptz FROM events
                     WHERE (transaction_id, position) > ($1::text::xid8, $2)
@@ -198,6 +199,7 @@ pub async fn lag(conn: &mut PgConnection, at: Position) -> anyhow::Result<(i64, 
     )
     .bind(at.xid_text())
     .bind(at.position)
+    .bind(COUNTED_AT_MOST)
     .fetch_one(conn)
     .await
     .context("measuring projection lag")?;
@@ -233,7 +235,11 @@ pub async fn oldest_transaction(
     .transpose()
 }
 
-/// Events in the log after `from` up to and including `to`.
+/// Events counted by [`events_between`] at most: counting is a walk of the index, measured
+/// every second, and beyond this many the figure only says "far behind".
+pub const COUNTED_AT_MOST: i64 = 10_000;
+
+/// Events in the log after `from` up to and including `to`, up to [`COUNTED_AT_MOST`].
 pub async fn events_between(
     conn: &mut PgConnection,
     from: Position,
@@ -243,14 +249,16 @@ pub async fn events_between(
         return Ok(0);
     }
     sqlx::query_scalar(
-        "SELECT count(*) FROM events
-         WHERE (transaction_id, position) > ($1::text::xid8, $2)
-           AND (transaction_id, position) <= ($3::text::xid8, $4)",
+        "SELECT count(*) FROM (SELECT FROM events
+             WHERE (transaction_id, position) > ($1::text::xid8, $2)
+               AND (transaction_id, position) <= ($3::text::xid8, $4)
+             LIMIT $5) counted",
     )
     .bind(from.xid_text())
     .bind(from.position)
     .bind(to.xid_text())
     .bind(to.position)
+    .bind(COUNTED_AT_MOST)
     .fetch_one(conn)
     .await
     .context("counting events between two positions")

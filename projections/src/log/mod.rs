@@ -1,5 +1,5 @@
 //! The event log and its bookkeeping: positions (with their one row codec), reading the log
-//! in commit order, checkpoints, settings and leader locks, and how readers of the log are
+//! in commit order (once per node for all projections: [`shared`]), checkpoints, settings and leader locks, and how readers of the log are
 //! woken when it grows, and the upkeep of its audit index.
 
 pub mod audit_index;
@@ -8,4 +8,5 @@ pub mod horizon;
 pub mod position;
 pub mod read;
 pub mod restore;
+pub mod shared;
 pub mod wake;

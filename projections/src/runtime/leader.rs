@@ -15,6 +15,7 @@ use super::projector::{Projector, Step};
 use super::{ProjectorConfig, HELD_BACK_RETRY};
 use crate::log::checkpoint::{self, SettingsMismatch};
 use crate::log::horizon::Registry;
+use crate::log::shared::SharedReads;
 use crate::log::wake::{Wake, CHANNEL};
 
 /// Whether a node's projectors may write the durable copies.
@@ -62,9 +63,11 @@ pub async fn run(
         });
     }
     let registry = Arc::new(Registry::new(&pool));
+    let reads = Arc::new(SharedReads::new());
     for kind in super::projections(&config) {
         let task = Task {
             registry: registry.clone(),
+            reads: reads.clone(),
             pool: pool.clone(),
             live: image.get(kind).clone(),
             config: config.clone(),
@@ -145,6 +148,8 @@ struct Task {
     pool: PgPool,
     /// Where its flushes register as eventless.
     registry: Arc<Registry>,
+    /// The log as the node's tasks have read it.
+    reads: Arc<SharedReads>,
     live: Arc<Live>,
     config: ProjectorConfig,
     wake: watch::Receiver<u64>,
@@ -381,17 +386,15 @@ impl Task {
         let name = self.name();
         // Mark notifications seen before reading, so one arriving meanwhile wakes us again.
         self.wake.borrow_and_update();
-        let step = projector.step(conn, self.config.batch_size).await?;
-        let busy = match step {
-            Step::Applied { events, to } => {
-                metrics::counter!("murmur_projection_events_applied_total", "projection" => name)
-                    .increment(events as u64);
-                metrics::gauge!("murmur_projection_position", "projection" => name)
-                    .set(to.position as f64);
-                events as i64 >= self.config.batch_size
-            }
-            Step::Idle => false,
-        };
+        let (step, busy) = projector
+            .step_shared(conn, &self.reads, self.config.batch_size)
+            .await?;
+        if let Step::Applied { events, to } = step {
+            metrics::counter!("murmur_projection_events_applied_total", "projection" => name)
+                .increment(events as u64);
+            metrics::gauge!("murmur_projection_position", "projection" => name)
+                .set(to.position as f64);
+        }
         Ok((step, busy))
     }
 

@@ -70,7 +70,7 @@ impl Default for ProjectorConfig {
             celebrity_threshold: crate::state::feeds::DEFAULT_CELEBRITY_THRESHOLD,
             flush_interval: Duration::from_millis(500),
             flush_rows: 500_000,
-            rest: Duration::from_secs(1),
+            rest: Duration::from_secs(10),
         }
     }
 }

@@ -14,6 +14,7 @@ use super::ProjectorConfig;
 use crate::log::checkpoint;
 use crate::log::horizon::{self, Registry};
 use crate::log::read::read_batch_of;
+use crate::log::shared::SharedReads;
 use crate::projection::{AnyChanges, AnyState, Kind};
 use crate::store::{Settings, Snapshot};
 use crate::Position;
@@ -242,6 +243,31 @@ impl Projector {
             events: batch.scanned,
             to,
         })
+    }
+
+    /// [`Projector::step`] through the node's shared reads: a stretch another projection
+    /// has read is not read again. A stretch taken from those kept counts as a full batch
+    /// (there may be more at once).
+    pub async fn step_shared(
+        &mut self,
+        conn: &mut PgConnection,
+        reads: &SharedReads,
+        batch_size: i64,
+    ) -> anyhow::Result<(Step, bool)> {
+        let Some(tail) = reads.read(conn, self.position(), batch_size).await? else {
+            return Ok((Step::Idle, false));
+        };
+        let (events, to) = (tail.events(), tail.end());
+        self.live.apply(events, to);
+        self.last_moved = Instant::now();
+        let full = tail.kept() || events.len() as i64 >= batch_size;
+        Ok((
+            Step::Applied {
+                events: events.len(),
+                to,
+            },
+            full,
+        ))
     }
 
     /// Rows waiting for the next flush.
