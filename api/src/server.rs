@@ -123,10 +123,10 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     )?;
     // Registrations a crash cut between the handle claim and UserRegistered; in the
     // background, since login and registering the handle again complete them on demand.
-    let (commands, image) = (state.commands.clone(), state.image.clone());
+    let (commands, loading) = (state.commands.clone(), state.image.clone());
     tokio::spawn(async move {
         // After the image has loaded: not competing with it for the database.
-        image.loaded().await;
+        loading.loaded().await;
         match commands
             .complete_interrupted_registrations(crate::commands::COMPLETION_PAGE)
             .await
