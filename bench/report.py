@@ -77,11 +77,9 @@ def stream_cell():
     if not items:
         return "not run"
     return (
-        f"**{med(items, 'applied_per_second_during_load'):,.0f} events/s applied** of "
-        f"{med(items, 'appended_per_second'):,.0f} appended; memory lag p99 "
-        f"{med(items, 'p99_lag_seconds'):.2f} s, caught up {med(items, 'memory_drain_seconds'):.1f} s "
-        f"after; durable copies' lag max {med(items, 'max_durable_lag_events'):,.0f} events, caught "
-        f"up {med(items, 'durable_drain_seconds'):.1f} s after ({len(items)} runs)"
+        f"**{med(items, 'applied_per_second'):,.0f} events/s into memory**, "
+        f"{med(items, 'durable_per_second'):,.0f} events/s into the durable copies, over "
+        f"{items[0]['backlog']:,} events appended into the log ({len(items)} runs)"
     )
 
 

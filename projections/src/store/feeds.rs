@@ -109,6 +109,12 @@ pub async fn inboxes(conn: &mut PgConnection) -> anyhow::Result<Vec<(UserId, Vec
 }
 
 pub async fn write_changes(conn: &mut PgConnection, c: &FeedsChanges) -> anyhow::Result<()> {
+    write_follows(conn, c).await?;
+    write_inbox_changes(conn, c).await?;
+    write_posts_and_celebrities(conn, c).await
+}
+
+async fn write_follows(conn: &mut PgConnection, c: &FeedsChanges) -> anyhow::Result<()> {
     if !c.follows_deleted.is_empty() {
         let (a, b): (Vec<UserId>, Vec<UserId>) = c.follows_deleted.iter().copied().unzip();
         sqlx::query(
@@ -141,6 +147,11 @@ pub async fn write_changes(conn: &mut PgConnection, c: &FeedsChanges) -> anyhow:
         .await
         .context("inserting follows")?;
     }
+    Ok(())
+}
+
+/// A journal row, or (complete) whole inboxes and an empty journal.
+async fn write_inbox_changes(conn: &mut PgConnection, c: &FeedsChanges) -> anyhow::Result<()> {
     if c.complete {
         write_inboxes(conn, &c.inboxes).await?;
         sqlx::query("DELETE FROM feed_inbox_journal")
@@ -156,6 +167,13 @@ pub async fn write_changes(conn: &mut PgConnection, c: &FeedsChanges) -> anyhow:
             .await
             .context("journaling inbox changes")?;
     }
+    Ok(())
+}
+
+async fn write_posts_and_celebrities(
+    conn: &mut PgConnection,
+    c: &FeedsChanges,
+) -> anyhow::Result<()> {
     if !c.posts_deleted.is_empty() {
         let (posts, authors): (Vec<PostId>, Vec<UserId>) = c.posts_deleted.iter().copied().unzip();
         sqlx::query(
