@@ -15,6 +15,12 @@ pub struct Config {
     )]
     pub database_url: String,
 
+    /// A read node's hot standby of that database (with --no-projectors only): where the node
+    /// loads its memory image, follows the log and reads follower lists and the audit log.
+    /// Commands still go to --database-url, the primary.
+    #[arg(long, env = "READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: Option<String>,
+
     /// Address the HTTP server listens on.
     #[arg(long, env = "MURMUR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

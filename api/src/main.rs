@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     murmur_api::http::health::prometheus();
     match cli.command {
         Command::Serve(config) => {
-            let pool = server::connect(&config).await?;
+            let pool = server::connect_serve(&config).await?;
             let server = server::start(config, pool).await?;
             // Frozen read models must not keep answering: if the projectors stop, exit
             // non-zero so that a supervisor restarts the process.
@@ -109,6 +109,9 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("stopped");
         }
         Command::Project(config) => {
+            if config.read_database_url.is_some() {
+                tracing::warn!("READ_DATABASE_URL is for read nodes: projectors read DATABASE_URL");
+            }
             let pool = server::connect(&config).await?;
             tracing::info!("running the projectors");
             // The projections crate's runtime: every projection, until the signal.

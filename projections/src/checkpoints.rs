@@ -4,7 +4,10 @@
 //! Kept current by `LISTEN murmur_checkpoints` (migration 0005's trigger, notified at commit,
 //! so memory never runs ahead of committed read models), re-read in full at start, after
 //! every (re)connection of the listener (notifications sent meanwhile are lost) and every
-//! [`RESYNC_EVERY`] as a safety net. It may lag the database by a moment, never lead it.
+//! [`RESYNC_EVERY`] as a safety net. On a hot standby, which refuses `LISTEN` (and where the
+//! primary's notification may come before the rows it announces have been replayed), it is
+//! re-read every [`STANDBY_RESYNC`] instead. It may lag the database by a moment, never
+//! lead it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,6 +28,8 @@ use crate::Position;
 pub const CHANNEL: &str = "murmur_checkpoints";
 /// How often the whole table is re-read even when notifications flow.
 pub const RESYNC_EVERY: Duration = Duration::from_secs(1);
+/// How often the view is re-read from a hot standby.
+pub const STANDBY_RESYNC: Duration = Duration::from_millis(50);
 /// The pause before the listener tries to connect again.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
@@ -173,14 +178,37 @@ impl CheckpointView {
     }
 
     /// LISTEN, re-read, apply notifications; reconnect (and re-read) when the connection
-    /// drops. Runs until cancelled.
+    /// drops; on a hot standby, re-read every [`STANDBY_RESYNC`]. Runs until cancelled.
     async fn listen(&self) {
         loop {
-            match self.connect().await {
-                Ok(listener) => self.follow(listener).await,
+            match crate::log::standby::in_recovery(&self.pool).await {
+                Ok(true) => self.poll_standby().await,
+                Ok(false) => match self.connect().await {
+                    Ok(listener) => self.follow(listener).await,
+                    Err(e) => tracing::warn!(error = %e, "checkpoint listener cannot connect"),
+                },
                 Err(e) => tracing::warn!(error = %e, "checkpoint listener cannot connect"),
             }
             tokio::time::sleep(RECONNECT_AFTER).await;
+        }
+    }
+
+    /// Re-reads the view every [`STANDBY_RESYNC`] while the database is a hot standby.
+    async fn poll_standby(&self) {
+        let mut checked = Instant::now();
+        loop {
+            if let Err(e) = self.resync().await {
+                tracing::warn!(error = %e, "re-reading the checkpoints failed");
+                return;
+            }
+            tokio::time::sleep(STANDBY_RESYNC).await;
+            // A standby that was promoted can be listened to.
+            if checked.elapsed() >= RESYNC_EVERY {
+                checked = Instant::now();
+                if !matches!(crate::log::standby::in_recovery(&self.pool).await, Ok(true)) {
+                    return;
+                }
+            }
         }
     }
 

@@ -27,18 +27,28 @@ pub fn options(url: &str) -> anyhow::Result<PgConnectOptions> {
         .with_context(|| format!("parsing the database URL {}", redact(url)))
 }
 
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+}
+
 /// A pool of at most `max_connections` over `options`; waits at most 10 s for a connection.
 pub async fn pool(
     options: PgConnectOptions,
     max_connections: u32,
     url: &str,
 ) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+    pool_options(max_connections)
         .connect_with(options)
         .await
         .with_context(|| format!("cannot connect to the database at {}", redact(url)))
+}
+
+/// [`pool`], connecting only when a connection is first wanted (a server that may be away
+/// at start-up).
+pub fn lazy_pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    pool_options(max_connections).connect_lazy_with(options)
 }
 
 #[cfg(test)]

@@ -24,18 +24,6 @@ async fn append_undecodable(s: &TestServer) -> String {
     format!("{}:{}", row.0, row.1)
 }
 
-async fn assert_metric(s: &TestServer, name: &str) {
-    let metrics = s
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains(name), "{name} missing from {metrics}");
-}
-
 /// `/readyz` until it answers 503 (the projectors poll, so it takes a moment).
 async fn unready(s: &TestServer) -> Value {
     for _ in 0..600 {
@@ -64,7 +52,7 @@ async fn an_event_that_cannot_be_applied_makes_readyz_name_it(
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("projection is stuck"), "{detail}");
     assert!(detail.contains(&format!("event at {at}")), "{detail}");
-    assert_metric(&s, "murmur_projection_failures_total").await;
+    s.assert_metric("murmur_projection_failures_total").await;
     // The audit shows the row as stored, with the reason, and the rest of the page.
     let page: Value = s
         .get("/v1/audit/events?limit=1000")
@@ -147,7 +135,7 @@ async fn readyz_names_the_transaction_that_holds_projectors_back(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(named, Some(i64::from(pid)));
-    assert_metric(&s, "murmur_projection_held_back_seconds").await;
+    s.assert_metric("murmur_projection_held_back_seconds").await;
     open.rollback().await.unwrap();
     s.stop().await;
 }

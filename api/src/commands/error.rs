@@ -15,6 +15,9 @@ pub enum CommandError {
     /// A login whose handle or password is wrong (the same answer for both).
     #[error("wrong handle or password")]
     BadCredentials,
+    /// The database commands are written to does not answer.
+    #[error("the database does not answer: {0}")]
+    Unavailable(sqlx::Error),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -24,6 +27,10 @@ impl From<AggregateError<DomainError>> for CommandError {
         match e {
             AggregateError::UserError(e) => Self::Domain(e),
             AggregateError::AggregateConflict => Self::Contended,
+            AggregateError::DatabaseConnectionError(e) => match e.downcast::<sqlx::Error>() {
+                Ok(e) => (*e).into(),
+                Err(e) => Self::Internal(anyhow::anyhow!("event store: {e}")),
+            },
             other => Self::Internal(anyhow::anyhow!("event store: {other}")),
         }
     }
@@ -31,6 +38,12 @@ impl From<AggregateError<DomainError>> for CommandError {
 
 impl From<sqlx::Error> for CommandError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(anyhow::Error::new(e).context("database"))
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed => Self::Unavailable(e),
+            e => Self::Internal(anyhow::Error::new(e).context("database")),
+        }
     }
 }

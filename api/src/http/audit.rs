@@ -106,7 +106,7 @@ async fn page(
             .map_err(|e| ApiError::BadRequest(format!("after: {e}")))?,
     };
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.read_pool.acquire().await?;
     Ok(Json(audit::read(&mut conn, &filter, after, limit).await?))
 }
 

@@ -152,6 +152,15 @@ impl From<CommandError> for ApiError {
             CommandError::Domain(e) => e.into(),
             CommandError::Contended => Self::Conflict(e.to_string()),
             CommandError::BadCredentials => Self::Unauthorized(e.to_string()),
+            CommandError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "the database commands go to does not answer");
+                Self::Unavailable {
+                    detail: "the primary database (DATABASE_URL), where commands are written, \
+                             does not answer; retry later"
+                        .into(),
+                    retry_after_secs: 5,
+                }
+            }
             CommandError::Internal(e) => Self::Internal(e),
         }
     }

@@ -46,6 +46,8 @@ enum FollowAnswers {
     Conflict(#[ref_response] responses::Conflict),
     #[response(status = 422)]
     Unprocessable(#[ref_response] responses::Unprocessable),
+    #[response(status = 503)]
+    Unavailable(#[ref_response] responses::ServiceUnavailable),
 }
 
 /// Makes `{id}` follow `{target}`. Following again changes nothing.

@@ -109,8 +109,14 @@ pub struct Readiness {
     /// Each projection's durable copy: where its checkpoint is.
     pub projections: Vec<DurableStatus>,
     /// Each projection's state in this node's memory (what queries read): its position and
-    /// the figures its task last measured (at most a second ago).
+    /// the figures its task last measured (at most a second ago) against the log it reads.
     pub memory: Vec<MemoryStatus>,
+    /// On a read node that reads a hot standby (`READ_DATABASE_URL`): how far the standby
+    /// trails the primary, measured at most a second ago (see
+    /// `murmur_projections::log::standby::ReplicaStatus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub replica: Option<murmur_projections::log::standby::ReplicaStatus>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -132,8 +138,10 @@ pub struct MemoryStatus {
     pub health: murmur_projections::runtime::Health,
 }
 
-/// Ready: the database answers, the projections are in memory and applying the log. Costs
-/// one small query (no count over the log): the figures come from the projector tasks.
+/// Ready: the database the node reads answers, the projections are in memory and applying
+/// the log. Costs one small query (no count over the log): the figures come from the
+/// projector tasks. A read node on a standby stays ready while the primary is away (it
+/// serves reads; commands answer 503), and reports that under `replica`.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -151,7 +159,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
     if let Some(reason) = state.image.stopped() {
         return Err(unavailable(reason));
     }
-    let checkpoints = murmur_projections::checkpoints::read_all(&state.pool)
+    let checkpoints = murmur_projections::checkpoints::read_all(&state.read_pool)
         .await
         .map_err(|e| {
             tracing::warn!(error = ?e, "not ready");
@@ -192,6 +200,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
         status: "ok",
         projections,
         memory,
+        replica: state.image.replica(),
     }))
 }
 

@@ -60,7 +60,11 @@ fn drop_unfit_request_id<B>(mut request: Request<B>) -> Request<B> {
 /// Everything a handler may use. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// The primary: commands.
     pub pool: PgPool,
+    /// Where the node reads the log and the tables (follower lists, checkpoints, audit):
+    /// the primary, or a read node's hot standby (`READ_DATABASE_URL`).
+    pub read_pool: PgPool,
     pub config: Arc<Config>,
     pub commands: Arc<Commands>,
     pub read_model: Arc<dyn ReadModel>,

@@ -59,6 +59,7 @@ pub struct PostResponse {
         (status = 413, response = super::responses::PayloadTooLarge),
         (status = 415, response = super::responses::UnsupportedMediaType),
         (status = 422, response = super::responses::Unprocessable),
+        (status = 503, response = super::responses::ServiceUnavailable),
     )
 )]
 pub async fn create_post(
@@ -99,6 +100,7 @@ pub async fn create_post(
         (status = 403, response = super::responses::Forbidden),
         (status = 404, response = super::responses::NotFound),
         (status = 409, response = super::responses::Conflict),
+        (status = 503, response = super::responses::ServiceUnavailable),
     )
 )]
 pub async fn delete_post(

@@ -73,6 +73,7 @@ pub struct RegisterResponse {
         (status = 413, response = super::responses::PayloadTooLarge),
         (status = 415, response = super::responses::UnsupportedMediaType),
         (status = 422, response = super::responses::Unprocessable),
+        (status = 503, response = super::responses::ServiceUnavailable),
     )
 )]
 pub async fn register(
@@ -135,6 +136,7 @@ pub struct LoginResponse {
         (status = 413, response = super::responses::PayloadTooLarge),
         (status = 415, response = super::responses::UnsupportedMediaType),
         (status = 429, response = super::responses::TooManyRequests),
+        (status = 503, response = super::responses::ServiceUnavailable),
     )
 )]
 pub async fn login(
@@ -199,32 +201,32 @@ mod tests {
             (
                 "/v1/users",
                 "post",
-                &["201", "400", "409", "413", "415", "422"],
+                &["201", "400", "409", "413", "415", "422", "503"],
             ),
             (
                 "/v1/sessions",
                 "post",
-                &["200", "400", "401", "413", "415", "429"],
+                &["200", "400", "401", "413", "415", "429", "503"],
             ),
             (
                 "/v1/users/{id}/following/{target}",
                 "put",
-                &["200", "400", "401", "403", "404", "409", "422"],
+                &["200", "400", "401", "403", "404", "409", "422", "503"],
             ),
             (
                 "/v1/users/{id}/following/{target}",
                 "delete",
-                &["200", "400", "401", "403", "404", "409", "422"],
+                &["200", "400", "401", "403", "404", "409", "422", "503"],
             ),
             (
                 "/v1/posts",
                 "post",
-                &["201", "400", "401", "404", "413", "415", "422"],
+                &["201", "400", "401", "404", "413", "415", "422", "503"],
             ),
             (
                 "/v1/posts/{id}",
                 "delete",
-                &["204", "400", "401", "403", "404", "409"],
+                &["204", "400", "401", "403", "404", "409", "503"],
             ),
             ("/healthz", "get", &["200"]),
             ("/readyz", "get", &["200", "503"]),

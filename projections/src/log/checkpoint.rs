@@ -107,23 +107,28 @@ pub struct SettingsMismatch {
 
 /// Checks a projection's stored settings against `configured`, recording them where none
 /// are known yet (a projection that has applied nothing, or one built before settings were
-/// stored, which is taken to have been built with the configured ones).
+/// stored, which is taken to have been built with the configured ones). Writes only then,
+/// so that a read node on a hot standby can check recorded settings.
 pub async fn check_settings(
     conn: &mut PgConnection,
     projection: &str,
     configured: &serde_json::Value,
 ) -> anyhow::Result<()> {
-    ensure(conn, &[projection]).await?;
     let row = sqlx::query(
         "SELECT settings, transaction_id::text AS xid, position FROM projection_checkpoints
          WHERE projection = $1",
     )
     .bind(projection)
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await
     .context("reading the projection's settings")?;
-    let stored: Option<serde_json::Value> = row.try_get("settings")?;
-    let at = Position::from_row(&row)?;
+    let (stored, at) = match &row {
+        Some(row) => (
+            row.try_get::<Option<serde_json::Value>, _>("settings")?,
+            Position::from_row(row)?,
+        ),
+        None => (None, Position::START),
+    };
     match stored {
         Some(stored) if stored == *configured => Ok(()),
         Some(stored) if at != Position::START => Err(SettingsMismatch {
@@ -132,15 +137,35 @@ pub async fn check_settings(
             configured: configured.clone(),
         }
         .into()),
-        _ => {
-            sqlx::query("UPDATE projection_checkpoints SET settings = $2 WHERE projection = $1")
-                .bind(projection)
-                .bind(configured)
-                .execute(conn)
-                .await
-                .context("recording the projection's settings")?;
-            Ok(())
+        _ => record_settings(conn, projection, configured).await,
+    }
+}
+
+/// Records `configured` as a projection's settings (creating its checkpoint row).
+async fn record_settings(
+    conn: &mut PgConnection,
+    projection: &str,
+    configured: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let recorded = sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, settings) VALUES ($1, $2)
+         ON CONFLICT (projection) DO UPDATE SET settings = EXCLUDED.settings",
+    )
+    .bind(projection)
+    .bind(configured)
+    .execute(conn)
+    .await;
+    match recorded {
+        Ok(_) => Ok(()),
+        // 25006: read_only_sql_transaction, a hot standby.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("25006") => {
+            Err(anyhow::anyhow!(
+                "the {projection} projection has no settings recorded yet, and this database \
+                 is read-only (a hot standby): start a projector node (`murmur serve` or \
+                 `murmur project`) on the primary first"
+            ))
         }
+        Err(e) => Err(anyhow::Error::new(e).context("recording the projection's settings")),
     }
 }
 

@@ -17,10 +17,20 @@ use sqlx::{PgConnection, PgPool};
 
 /// The horizon as SQL: the oldest transaction in flight that is not registered eventless,
 /// or, with none, the snapshot's `xmax`. Readers take events whose transaction is below it.
-pub const HORIZON: &str = "coalesce(
-    (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) x
-     WHERE x NOT IN (SELECT xid FROM eventless_transactions)),
-    pg_snapshot_xmax(pg_current_snapshot()))";
+///
+/// A hot standby's snapshots list no transaction (`pg_snapshot_xip` is empty there: the
+/// primary's transactions in flight are kept apart), so when none is listed and the session
+/// has no transaction id (as on a standby) the horizon is the snapshot's `xmin`: on a
+/// primary that is `xmax`, on a standby the oldest transaction in flight. A flush in flight
+/// on the primary therefore holds standby readers back: what is in flight after it cannot
+/// be found from a standby's snapshot. ARCHITECTURE.md, "Reading the log on a hot standby".
+pub const HORIZON: &str = "(SELECT CASE
+    WHEN EXISTS (SELECT FROM pg_snapshot_xip(s)) OR pg_current_xact_id_if_assigned() IS NOT NULL
+    THEN coalesce((SELECT min(x) FROM pg_snapshot_xip(s) x
+                   WHERE x NOT IN (SELECT xid FROM eventless_transactions)),
+                  pg_snapshot_xmax(s))
+    ELSE pg_snapshot_xmin(s) END
+  FROM pg_current_snapshot() AS snap(s))";
 
 /// Where a process registers its eventless transactions: a connection of its own (not one
 /// of the pool: a flush holding a pooled connection must not wait for a second one),

@@ -1,6 +1,7 @@
 //! The event log and its bookkeeping: positions (with their one row codec), reading the log
-//! in commit order (once per node for all projections: [`shared`]), checkpoints, settings and leader locks, and how readers of the log are
-//! woken when it grows, and the upkeep of its audit index.
+//! in commit order (once per node for all projections: [`shared`]), checkpoints, settings
+//! and leader locks, how readers of the log are woken when it grows (on a hot standby: by
+//! its replay, [`standby`]), and the upkeep of its audit index.
 
 pub mod audit_index;
 pub mod checkpoint;
@@ -9,4 +10,5 @@ pub mod position;
 pub mod read;
 pub mod restore;
 pub mod shared;
+pub mod standby;
 pub mod wake;

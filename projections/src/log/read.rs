@@ -22,9 +22,10 @@ pub struct StoredEvent {
 }
 
 /// Reads up to `limit` events after `after`, in commit order, taking only events whose
-/// writing transaction is older than every transaction still in flight (but this process's
-/// flushes, which write no event: see [`horizon`]): a transaction that commits late can then
-/// never be skipped, whatever positions it took.
+/// writing transaction is older than every transaction still in flight (but registered
+/// flushes, which write no event: see [`horizon`], which also says what differs on a hot
+/// standby): a transaction that commits late can then never be skipped, whatever positions
+/// it took.
 pub async fn read_batch(
     conn: &mut PgConnection,
     after: Position,

@@ -11,7 +11,9 @@
 //!   coalesced to at most one per [`COALESCE`].
 //!
 //! Events appended by something that does not call it (a bulk load, SQL by hand) are found
-//! by the projectors' polling, as are notifications lost with a dropped listener.
+//! by the projectors' polling, as are notifications lost with a dropped listener. A process
+//! that reads the log on a hot standby hears nothing there: its replay wakes it instead
+//! ([`super::standby`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +77,12 @@ impl Wake {
         if payload != self.inner.node {
             self.bump();
         }
+    }
+
+    /// The hot standby this process reads has replayed more of the primary's WAL (see
+    /// [`super::standby`]): wake this process's projectors.
+    pub fn replayed(&self) {
+        self.bump();
     }
 
     fn bump(&self) {

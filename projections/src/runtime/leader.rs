@@ -12,10 +12,11 @@ use tokio::task::JoinSet;
 
 use super::live::{Image, Live};
 use super::projector::{Projector, Step};
-use super::{ProjectorConfig, HELD_BACK_RETRY};
+use super::{Databases, ProjectorConfig, HELD_BACK_RETRY};
 use crate::log::checkpoint::{self, SettingsMismatch};
 use crate::log::horizon::Registry;
 use crate::log::shared::SharedReads;
+use crate::log::standby::{self, ReplayEnded};
 use crate::log::wake::{Wake, CHANNEL};
 
 /// Whether a node's projectors may write the durable copies.
@@ -28,10 +29,11 @@ pub enum Role {
 }
 
 /// Keeps `image` current until `shutdown` completes: what `murmur serve` does in-process,
-/// `murmur project` alone, and a read node without writing. `wake` is the process's: its
-/// commands' commits wake these tasks directly, and are announced to other processes.
+/// `murmur project` alone, and a read node without writing (reading the log on a hot
+/// standby when `db.log` is one). `wake` is the process's: its commands' commits wake these
+/// tasks directly, and are announced to other processes on the primary.
 pub async fn run(
-    pool: PgPool,
+    db: Databases,
     config: ProjectorConfig,
     image: Image,
     role: Role,
@@ -39,36 +41,22 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     // A log restored from another cluster would be misread from the first batch on.
-    crate::log::restore::check(&mut *pool.acquire().await?).await?;
+    crate::log::restore::check(&mut *db.log.acquire().await?).await?;
+    let on_standby = standby::in_recovery(&db.log).await?;
+    anyhow::ensure!(
+        !(on_standby && role == Role::Projector),
+        "projectors write their tables where they read the log: they cannot read a hot standby"
+    );
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let (listener_pool, listener_wake, listener_stop) = (pool.clone(), wake.clone(), stop.clone());
-    tasks.spawn(async move {
-        listen(listener_pool, listener_wake, listener_stop).await;
-        Ok(())
-    });
-    let (announcer_pool, announcer_wake, announcer_stop) =
-        (pool.clone(), wake.clone(), stop.clone());
-    tasks.spawn(async move {
-        announcer_wake
-            .announce(announcer_pool, announcer_stop)
-            .await;
-        Ok(())
-    });
-    if role == Role::Projector {
-        let (pool, stop) = (pool.clone(), stop.clone());
-        tasks.spawn(async move {
-            crate::log::audit_index::keep_merged(pool, stop).await;
-            Ok(())
-        });
-    }
-    let registry = Arc::new(Registry::new(&pool));
+    spawn_helpers(&mut tasks, &db, &image, role, on_standby, &wake, &stop);
+    let registry = Arc::new(Registry::new(&db.primary));
     let reads = Arc::new(SharedReads::new());
     for kind in super::projections(&config) {
         let task = Task {
             registry: registry.clone(),
             reads: reads.clone(),
-            pool: pool.clone(),
+            pool: db.log.clone(),
             live: image.get(kind).clone(),
             config: config.clone(),
             wake: wake.subscribe(),
@@ -92,6 +80,52 @@ pub async fn run(
     result
 }
 
+/// The node's tasks beside the projections': wake-ups, announcing its commits, measuring
+/// how far a standby it reads trails the primary, the audit index's upkeep (projector nodes).
+fn spawn_helpers(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    db: &Databases,
+    image: &Image,
+    role: Role,
+    on_standby: bool,
+    wake: &Wake,
+    stop: &watch::Receiver<bool>,
+) {
+    let (listener_pool, listener_wake, listener_stop) =
+        (db.log.clone(), wake.clone(), stop.clone());
+    tasks.spawn(async move {
+        wake_ups(listener_pool, listener_wake, listener_stop).await;
+        Ok(())
+    });
+    let (announcer_pool, announcer_wake, announcer_stop) =
+        (db.primary.clone(), wake.clone(), stop.clone());
+    tasks.spawn(async move {
+        announcer_wake
+            .announce(announcer_pool, announcer_stop)
+            .await;
+        Ok(())
+    });
+    if on_standby {
+        let (log, primary, image, stop) = (
+            db.log.clone(),
+            db.primary.clone(),
+            image.clone(),
+            stop.clone(),
+        );
+        tasks.spawn(async move {
+            standby::watch_lag(log, primary, image, stop).await;
+            Ok(())
+        });
+    }
+    if role == Role::Projector {
+        let (pool, stop) = (db.primary.clone(), stop.clone());
+        tasks.spawn(async move {
+            crate::log::audit_index::keep_merged(pool, stop).await;
+            Ok(())
+        });
+    }
+}
+
 /// Sleeps for `duration`; returns true if asked to stop meanwhile (or already).
 async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     if *stop.borrow() {
@@ -103,42 +137,56 @@ async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
-/// Forwards other processes' `NOTIFY murmur_events` to the projector tasks; reconnects when
-/// the connection drops.
-async fn listen(pool: PgPool, wake: Wake, mut stop: watch::Receiver<bool>) {
+/// Wakes the projector tasks when the log may have grown, until `stop` changes: on a
+/// primary by other processes' `NOTIFY murmur_events`, on a hot standby (which refuses
+/// `LISTEN`) by its replay; reconnects when the connection drops, and switches when a
+/// standby is promoted.
+async fn wake_ups(pool: PgPool, wake: Wake, mut stop: watch::Receiver<bool>) {
     let retry = Duration::from_secs(1);
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::warn!(error = %e, "projector listener cannot connect");
-                if pause(retry, &mut stop).await {
+        match standby::in_recovery(&pool).await {
+            Ok(true) => {
+                if standby::follow_replay(&pool, &wake, &mut stop).await == ReplayEnded::Stopped {
                     return;
                 }
-                continue;
             }
-        };
-        if let Err(e) = listener.listen(CHANNEL).await {
-            tracing::warn!(error = %e, "projector listener cannot LISTEN");
-            if pause(retry, &mut stop).await {
-                return;
+            Ok(false) => {
+                if listen(&pool, &wake, &mut stop).await {
+                    return;
+                }
             }
-            continue;
-        }
-        loop {
-            tokio::select! {
-                received = listener.recv() => match received {
-                    Ok(notification) => wake.heard(notification.payload()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "projector listener lost its connection");
-                        break;
-                    }
-                },
-                _ = stop.changed() => return,
-            }
+            Err(e) => tracing::warn!(error = %e, "projector listener cannot connect"),
         }
         if pause(retry, &mut stop).await {
             return;
+        }
+    }
+}
+
+/// Forwards other processes' `NOTIFY murmur_events` to the projector tasks until the
+/// connection fails (false) or `stop` changes (true).
+async fn listen(pool: &PgPool, wake: &Wake, stop: &mut watch::Receiver<bool>) -> bool {
+    let mut listener = match PgListener::connect_with(pool).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::warn!(error = %e, "projector listener cannot connect");
+            return false;
+        }
+    };
+    if let Err(e) = listener.listen(CHANNEL).await {
+        tracing::warn!(error = %e, "projector listener cannot LISTEN");
+        return false;
+    }
+    loop {
+        tokio::select! {
+            received = listener.recv() => match received {
+                Ok(notification) => wake.heard(notification.payload()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "projector listener lost its connection");
+                    return false;
+                }
+            },
+            _ = stop.changed() => return true,
         }
     }
 }

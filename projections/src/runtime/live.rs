@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::log::standby::ReplicaStatus;
 use crate::projection::{AnyState, Kind};
 use crate::store::Settings;
 use crate::{Position, StoredEvent};
@@ -162,6 +163,9 @@ pub struct Image {
     lives: Arc<[Arc<Live>; 3]>,
     /// Why the projector runtime stopped, once it has (its state is frozen from then on).
     stopped: Arc<watch::Sender<Option<String>>>,
+    /// How far the hot standby this node reads trails the primary (`None`: it reads the
+    /// primary).
+    replica: Arc<Mutex<Option<ReplicaStatus>>>,
 }
 
 impl Image {
@@ -169,7 +173,32 @@ impl Image {
         Self {
             lives: Arc::new(Kind::ALL.map(|kind| Arc::new(Live::new(kind, settings)))),
             stopped: Arc::new(watch::Sender::new(None)),
+            replica: Arc::default(),
         }
+    }
+
+    /// How far the standby this node reads trails the primary, as last measured.
+    pub fn replica(&self) -> Option<ReplicaStatus> {
+        self.replica
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_replica(&self, status: Option<ReplicaStatus>) {
+        *self
+            .replica
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = status;
+    }
+
+    /// The least position of the projections: every one has applied the log up to there.
+    pub fn least_position(&self) -> Position {
+        self.lives
+            .iter()
+            .map(|live| live.position())
+            .min()
+            .unwrap_or(Position::START)
     }
 
     /// Why the runtime keeping this image stopped, if it has.

@@ -16,9 +16,10 @@
 //! load, at once when idle), so applying never waits for a commit. Any failure ends the
 //! leadership; the next one reloads the copy and re-applies the log from its checkpoint.
 //! Tasks wake when this process's commands commit, on other processes' `NOTIFY
-//! murmur_events` (see [`crate::log::wake`]: never sent inside an appending transaction),
-//! and poll every `poll_interval` as a fallback; while batches come back full they loop at
-//! once.
+//! murmur_events` (see [`crate::log::wake`]: never sent inside an appending transaction) or,
+//! on a read node that reads a hot standby ([`Databases`]), when the standby has replayed
+//! more ([`crate::log::standby`]), and poll every `poll_interval` as a fallback; while
+//! batches come back full they loop at once.
 
 pub mod leader;
 pub mod live;
@@ -79,6 +80,27 @@ impl ProjectorConfig {
     pub fn settings(&self) -> Settings {
         Settings {
             celebrity_threshold: self.celebrity_threshold,
+        }
+    }
+}
+
+/// The databases a node's projector tasks use.
+#[derive(Debug, Clone)]
+pub struct Databases {
+    /// Where the log is read and the projections loaded from: the primary, or on a read
+    /// node with `READ_DATABASE_URL` a hot standby of it.
+    pub log: PgPool,
+    /// The primary: where this process's commits are announced, and what a standby's lag
+    /// is measured against.
+    pub primary: PgPool,
+}
+
+impl Databases {
+    /// The log read where it is written.
+    pub fn one(pool: PgPool) -> Self {
+        Self {
+            log: pool.clone(),
+            primary: pool,
         }
     }
 }
@@ -182,7 +204,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let image = Image::new(&config.settings());
-    leader::run(pool, config, image, Role::Projector, Wake::new(), shutdown).await
+    let db = Databases::one(pool);
+    leader::run(db, config, image, Role::Projector, Wake::new(), shutdown).await
 }
 
 /// [`run`] on its own task.
@@ -196,7 +219,7 @@ pub fn spawn(
 
 /// [`leader::run`] into `image`, woken through `wake`, on its own task.
 pub fn spawn_into(
-    pool: PgPool,
+    db: Databases,
     config: ProjectorConfig,
     image: Image,
     role: Role,
@@ -206,7 +229,7 @@ pub fn spawn_into(
     tokio::spawn(async move {
         let up = metrics::gauge!("murmur_projectors_up");
         up.set(1.0);
-        let result = leader::run(pool, config, image.clone(), role, wake, shutdown).await;
+        let result = leader::run(db, config, image.clone(), role, wake, shutdown).await;
         up.set(0.0);
         image.mark_stopped(match &result {
             Ok(()) => "the projectors were stopped".to_string(),

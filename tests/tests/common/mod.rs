@@ -39,6 +39,7 @@ pub struct TestUser {
 pub fn test_config() -> Config {
     Config {
         database_url: String::new(),
+        read_database_url: None,
         listen: "127.0.0.1:0".parse().expect("valid address"),
         data_dir: std::env::temp_dir().join("murmur-tests"),
         jwt_secret: Some(JWT_SECRET.into()),
@@ -70,6 +71,11 @@ impl TestServer {
             .await
             .expect("connecting to the test database");
         server::migrate(&pool).await.expect("migrating");
+        Self::start_on(config, pool).await
+    }
+
+    /// Starts a server with `config` whose commands go to `pool` (not migrated here).
+    pub async fn start_on(config: Config, pool: PgPool) -> Self {
         let server = server::start(config, pool.clone())
             .await
             .expect("starting the server");
@@ -238,6 +244,19 @@ impl TestServer {
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Asserts that `/metrics` names `metric`.
+    pub async fn assert_metric(&self, metric: &str) {
+        let metrics = self
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(metrics.contains(metric), "{metric} missing from {metrics}");
     }
 
     /// Waits until the server's projector runtime stops; why.
