@@ -4,16 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use murmur_projections::args::SharedArgs;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
-    /// PostgreSQL connection string (its value is not shown in --help: it may hold a password).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = murmur_projections::db::DEFAULT_DATABASE_URL,
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    #[command(flatten)]
+    pub shared: SharedArgs,
 
     /// A read node's hot standby of that database (with --no-projectors only): where the node
     /// loads its memory image, follows the log and reads follower lists and the audit log.
@@ -40,14 +36,6 @@ pub struct Config {
     /// Bearer token that unlocks the audit routes. Audit is refused when unset.
     #[arg(long, env = "MURMUR_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-
-    /// Authors with more followers than this are not fanned out on write.
-    #[arg(
-        long,
-        env = "MURMUR_CELEBRITY_THRESHOLD",
-        default_value_t = murmur_projections::state::feeds::DEFAULT_CELEBRITY_THRESHOLD
-    )]
-    pub celebrity_threshold: i64,
 
     /// Size of the PostgreSQL connection pool.
     #[arg(long, env = "MURMUR_DB_POOL_SIZE", default_value_t = 32)]

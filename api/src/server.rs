@@ -32,8 +32,8 @@ fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
 
 /// Connects to PostgreSQL and applies the migrations.
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    let options = connect_options(&config.database_url)?;
-    let pool = db::pool(options, config.db_pool_size, &config.database_url).await?;
+    let options = connect_options(&config.shared.database_url)?;
+    let pool = db::pool(options, config.db_pool_size, &config.shared.database_url).await?;
     migrate(&pool).await?;
     Ok(pool)
 }
@@ -46,7 +46,7 @@ pub async fn connect_serve(config: &Config) -> anyhow::Result<PgPool> {
     if config.read_database_url.is_none() {
         return connect(config).await;
     }
-    let options = connect_options(&config.database_url)?;
+    let options = connect_options(&config.shared.database_url)?;
     Ok(db::lazy_pool(options, config.db_pool_size))
 }
 
@@ -137,7 +137,7 @@ pub struct Server {
 /// The projectors' settings from the server's configuration.
 pub fn projector_config(config: &Config) -> ProjectorConfig {
     ProjectorConfig {
-        celebrity_threshold: config.celebrity_threshold,
+        celebrity_threshold: config.shared.celebrity_threshold,
         poll_interval: config.poll_interval,
         ..ProjectorConfig::default()
     }

@@ -2,6 +2,7 @@
 //! with a durable, checkpointed copy of its tables in PostgreSQL.
 //!
 //! Where things live:
+//! - [`args`]: the settings both binaries take (database URL, celebrity threshold).
 //! - [`db`]: connecting (the default URL, the pool, redacted URLs), for every binary.
 //! - [`log`]: the event log and its bookkeeping: [`Position`] (and its one row codec),
 //!   reading the log in commit order ([`StoredEvent`]), checkpoints, settings and leader
@@ -19,6 +20,7 @@
 //!   keeps the tables' checkpoints in memory for it; [`audit`] reads the log for the audit
 //!   trail.
 
+pub mod args;
 pub mod audit;
 pub mod checkpoints;
 pub mod db;

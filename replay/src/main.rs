@@ -7,6 +7,7 @@ use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
+use murmur_projections::args::SharedArgs;
 use murmur_projections::audit::AuditFilter;
 use murmur_projections::read_model::names;
 use murmur_projections::runtime::ProjectorConfig;
@@ -21,14 +22,8 @@ use sqlx::PgPool;
     about = "Rebuild and verify murmur's projections from the event log; read the audit trail"
 )]
 struct Cli {
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = murmur_projections::db::DEFAULT_DATABASE_URL,
-        hide_env_values = true,
-        global = true
-    )]
-    database_url: String,
+    #[command(flatten)]
+    shared: SharedArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,13 +67,6 @@ struct ReplayArgs {
     /// Events per batch (and per transaction).
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
     batch_size: i64,
-    /// Must match the live projectors' setting, or the feeds differ.
-    #[arg(
-        long,
-        env = "MURMUR_CELEBRITY_THRESHOLD",
-        default_value_t = murmur_projections::state::feeds::DEFAULT_CELEBRITY_THRESHOLD
-    )]
-    celebrity_threshold: i64,
     /// How long the hand-over may wait for the live projector and readers, in seconds.
     #[arg(long, default_value_t = 30)]
     lock_timeout: u64,
@@ -173,12 +161,12 @@ async fn connect(url: &str) -> anyhow::Result<PgPool> {
     db::pool(db::options(url)?, 8, url).await
 }
 
-fn options(args: &ReplayArgs) -> Options {
+fn options(args: &ReplayArgs, shared: &SharedArgs) -> Options {
     Options {
         batch_size: args.batch_size,
         projector: ProjectorConfig {
             batch_size: args.batch_size,
-            celebrity_threshold: args.celebrity_threshold,
+            celebrity_threshold: shared.celebrity_threshold,
             ..ProjectorConfig::default()
         },
         lock_timeout: Duration::from_secs(args.lock_timeout),
@@ -210,10 +198,10 @@ fn print_verify(report: &murmur_replay::rebuild::VerifyReport) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let pool = connect(&cli.database_url).await?;
+    let pool = connect(&cli.shared.database_url).await?;
     match cli.command {
         Command::Rebuild { replay, .. } => {
-            let options = options(&replay);
+            let options = options(&replay, &cli.shared);
             let projections = select(&replay.projection)?;
             let report = rebuild(&pool, projections, &options).await?;
             let p = &report.phases;
@@ -234,7 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { replay } => {
-            let options = options(&replay);
+            let options = options(&replay, &cli.shared);
             let projections = select(&replay.projection)?;
             let report = verify(&pool, projections, &options).await?;
             Ok(print_verify(&report))

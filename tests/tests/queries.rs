@@ -421,7 +421,7 @@ async fn pagination_is_stable_under_concurrent_inserts(_: PgPoolOptions, db: PgC
 /// it was fanned out before the author crossed the threshold or not.
 #[sqlx::test(migrations = "../migrations")]
 async fn celebrity_posts_are_merged_into_feeds_once(_: PgPoolOptions, db: PgConnectOptions) {
-    let s = TestServer::start_with(db, |c| c.celebrity_threshold = 1).await;
+    let s = TestServer::start_with(db, |c| c.shared.celebrity_threshold = 1).await;
     let star = s.register("star").await;
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use murmur_api::config::Config;
 use murmur_api::server::{self, Server};
 use murmur_domain::EventMetadata;
+use murmur_projections::args::SharedArgs;
 use murmur_projections::Position;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
@@ -38,14 +39,16 @@ pub struct TestUser {
 /// The configuration tests run with; `start_with` may change it.
 pub fn test_config() -> Config {
     Config {
-        database_url: String::new(),
+        shared: SharedArgs {
+            database_url: String::new(),
+            celebrity_threshold: murmur_projections::state::feeds::DEFAULT_CELEBRITY_THRESHOLD,
+        },
         read_database_url: None,
         listen: "127.0.0.1:0".parse().expect("valid address"),
         data_dir: std::env::temp_dir().join("murmur-tests"),
         jwt_secret: Some(JWT_SECRET.into()),
         token_ttl: Duration::from_secs(3600),
         admin_token: Some(ADMIN_TOKEN.into()),
-        celebrity_threshold: murmur_projections::state::feeds::DEFAULT_CELEBRITY_THRESHOLD,
         db_pool_size: 20,
         no_projectors: false,
         poll_interval: Duration::from_millis(500),
