@@ -73,26 +73,38 @@ impl MemReadModel {
     }
 
     /// The items of a page of post keys (newest first): a key whose post or author is not
-    /// there (yet) counts for paging but shows no item, as in [`PgReadModel`].
-    fn hydrate(&self, keys: &[PostId]) -> Result<Vec<PostItem>, ReadError> {
-        let posts: Vec<(PostId, String, chrono::DateTime<chrono::Utc>, UserId)> =
-            self.posts(|s| {
-                keys.iter()
-                    .filter_map(|&id| s.get(id))
-                    .map(|p| (p.post_id, p.body.to_string(), p.created_at, p.author_id))
-                    .collect()
-            })?;
+    /// there (yet) counts for paging but shows no item, as in [`PgReadModel`]. Bodies not
+    /// held in memory (older than their author's newest) come from the table, kept only if
+    /// the memory image still has the post (the table may be ahead of it, or behind).
+    async fn hydrate(&self, keys: &[PostId]) -> Result<Vec<PostItem>, ReadError> {
+        let (mut posts, missing) = self.posts(|s| {
+            let mut found = Vec::with_capacity(keys.len());
+            let mut missing = Vec::new();
+            for &id in keys {
+                match s.get(id) {
+                    Some(p) => found.push(p.clone()),
+                    None => missing.push(id),
+                }
+            }
+            (found, missing)
+        })?;
+        if !missing.is_empty() {
+            let mut stored = self.tables.post_rows(&missing).await?;
+            self.posts(|s| stored.retain(|p| s.is_live(p.author_id, p.post_id)))?;
+            posts.extend(stored);
+            posts.sort_unstable_by_key(|p| std::cmp::Reverse(p.post_id));
+        }
         self.profiles(|s| {
             posts
                 .into_iter()
-                .filter_map(|(id, body, created_at, author)| {
-                    let a = s.profile(author)?;
+                .filter_map(|p| {
+                    let a = s.profile(p.author_id)?;
                     Some(PostItem {
-                        id,
-                        body,
-                        created_at,
+                        id: p.post_id,
+                        body: p.body.into(),
+                        created_at: p.created_at,
                         author: Author {
-                            id: author,
+                            id: p.author_id,
                             handle: a.handle.to_string(),
                             display_name: a.display_name.to_string(),
                         },
@@ -154,7 +166,7 @@ impl ReadModel for MemReadModel {
         let shown = shown + keys.len() as i64;
         let next_cursor = cursor::feed_next(keys.last(), more, shown, cap);
         Ok(Page {
-            items: self.hydrate(&keys)?,
+            items: self.hydrate(&keys).await?,
             next_cursor,
         })
     }
@@ -171,7 +183,7 @@ impl ReadModel for MemReadModel {
         let (keys, more) = split_page(keys, limit);
         let next_cursor = cursor::posts_next(keys.last(), more);
         Ok(Page {
-            items: self.hydrate(&keys)?,
+            items: self.hydrate(&keys).await?,
             next_cursor,
         })
     }

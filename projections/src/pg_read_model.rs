@@ -11,6 +11,7 @@ use sqlx::{PgPool, Row};
 
 use crate::checkpoints::{self, CheckpointView};
 use crate::state::feeds;
+use crate::state::posts::PostRow;
 
 /// A feed shows at most this many entries, whichever path they came by.
 const INBOX_CAP: i64 = feeds::INBOX_CAP as i64;
@@ -28,6 +29,28 @@ pub struct PgReadModel {
 }
 
 impl PgReadModel {
+    /// The rows of `ids` that the table has, in no order (for the memory-served model's
+    /// posts whose bodies are not held in memory).
+    pub async fn post_rows(&self, ids: &[PostId]) -> Result<Vec<PostRow>, ReadError> {
+        let rows = sqlx::query(
+            "SELECT post_id, author_id, body, created_at FROM posts WHERE post_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PostRow {
+                    post_id: r.try_get("post_id")?,
+                    author_id: r.try_get("author_id")?,
+                    body: r.try_get::<String, _>("body")?.into(),
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ReadError::from)
+    }
+
     /// Reads progress from `projection_checkpoints` on every call.
     pub fn new(pool: PgPool) -> Self {
         Self {

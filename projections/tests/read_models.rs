@@ -347,13 +347,19 @@ async fn read_models_match_the_commands_at_every_celebrity_threshold(pool: PgPoo
             }
             clock.append(&pool, &events).await;
         }
-        for threshold in [0, 2, DEFAULT_CELEBRITY_THRESHOLD] {
+        // Few bodies held per author, so that pages and feeds also read the table's.
+        for (threshold, resident) in [(0, 1), (2, 3), (DEFAULT_CELEBRITY_THRESHOLD, 800)] {
             reset_read_models(&pool).await;
-            let image = project_live(&pool, &config(threshold, batch_size)).await;
+            let config = ProjectorConfig {
+                resident_posts: resident,
+                ..config(threshold, batch_size)
+            };
+            let image = project_live(&pool, &config).await;
             let pg = PgReadModel::new(pool.clone());
             let mem = MemReadModel::new(image, pg.clone());
             let context = format!(
-                "case {case}, threshold {threshold}, batch {batch_size}, history {history:?}"
+                "case {case}, threshold {threshold}, {resident} bodies, batch {batch_size}, \
+                 history {history:?}"
             );
             check(&pool, &pg, &model, &context).await;
             check(&pool, &mem, &model, &format!("memory: {context}")).await;

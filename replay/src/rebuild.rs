@@ -113,8 +113,10 @@ impl Folding {
         let mut state = kind.empty(&options.projector.settings());
         // A fold writes (or compares) every row at the end; it tracks no changes.
         state.set_tracking(false);
-        if let AnyState::Feeds(feeds) = &mut state {
-            feeds.keep_since();
+        match &mut state {
+            AnyState::Feeds(feeds) => feeds.keep_since(),
+            AnyState::Posts(posts) => posts.keep_all(),
+            AnyState::Profiles(_) => {}
         }
         Self {
             state,

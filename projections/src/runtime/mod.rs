@@ -53,6 +53,8 @@ pub struct ProjectorConfig {
     pub standby_retry: Duration,
     /// Authors with more followers than this are merged at read time, not fanned out.
     pub celebrity_threshold: i64,
+    /// Post bodies held per author (`state::posts::RESIDENT_POSTS`).
+    pub resident_posts: usize,
     /// Longest the durable copy trails memory while events keep coming.
     pub flush_interval: Duration,
     /// Flush sooner once this many rows are pending.
@@ -69,6 +71,7 @@ impl Default for ProjectorConfig {
             poll_interval: Duration::from_millis(500),
             standby_retry: Duration::from_secs(2),
             celebrity_threshold: crate::state::feeds::DEFAULT_CELEBRITY_THRESHOLD,
+            resident_posts: crate::state::posts::RESIDENT_POSTS,
             flush_interval: Duration::from_millis(500),
             flush_rows: 500_000,
             rest: Duration::from_secs(10),
@@ -80,6 +83,7 @@ impl ProjectorConfig {
     pub fn settings(&self) -> Settings {
         Settings {
             celebrity_threshold: self.celebrity_threshold,
+            resident_posts: self.resident_posts,
         }
     }
 }

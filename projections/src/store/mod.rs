@@ -26,6 +26,8 @@ use crate::state::{FeedsState, Fold, PostsState, ProfilesState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
     pub celebrity_threshold: i64,
+    /// Post bodies held in memory per author: not part of the contents (not stored).
+    pub resident_posts: usize,
 }
 
 /// A projection whose state has a durable copy.
@@ -92,12 +94,12 @@ impl Durable for PostsState {
     const AGGREGATE_TYPES: &'static [&'static str] = &[Post::TYPE];
     const DEFERRED_INDEXES: &'static [&'static str] = &["posts_by_author"];
 
-    fn empty(_: &Settings) -> Self {
-        PostsState::new()
+    fn empty(settings: &Settings) -> Self {
+        PostsState::new(settings.resident_posts)
     }
 
-    async fn load(snapshot: &mut Snapshot, _: &Settings) -> anyhow::Result<Self> {
-        posts::load(snapshot).await
+    async fn load(snapshot: &mut Snapshot, settings: &Settings) -> anyhow::Result<Self> {
+        posts::load(snapshot, settings.resident_posts).await
     }
 
     async fn write_changes(conn: &mut PgConnection, changes: &Self::Changes) -> anyhow::Result<()> {

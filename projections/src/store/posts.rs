@@ -1,4 +1,5 @@
-//! The durable copy of `posts`: every live post with its body.
+//! The durable copy of `posts`: every live post with its body (the state holds the newest
+//! of each author's bodies; reads find the others here).
 
 use anyhow::Context;
 use sqlx::PgConnection;
@@ -19,14 +20,28 @@ pub(crate) fn decode(f: &mut Fields<'_>) -> anyhow::Result<PostRow> {
     })
 }
 
-pub async fn load(snapshot: &mut Snapshot) -> anyhow::Result<PostsState> {
-    let mut state = PostsState::new();
+fn decode_key(f: &mut Fields<'_>) -> anyhow::Result<(i64, i64)> {
+    Ok((f.int8()?, f.int8()?))
+}
+
+/// Two passes over one snapshot: every (post, author) key, then the rows of each author's
+/// newest posts (the bodies the state holds; the others are decoded and dropped as they
+/// stream by, so the load never holds more than a chunk of them).
+pub async fn load(snapshot: &mut Snapshot, resident: usize) -> anyhow::Result<PostsState> {
+    let mut state = PostsState::new(resident);
     state.set_tracking(false);
     snapshot
+        .scan("posts", "post_id, author_id", decode_key, |keys| {
+            for (post, author) in keys {
+                state.load_key(post, author);
+            }
+        })
+        .await?;
+    state.finish_keys();
+    snapshot
         .scan("posts", COLUMNS, decode, |rows| {
-            state.reserve(rows.len());
             for row in rows {
-                state.insert(row);
+                state.load_body(row);
             }
         })
         .await?;
