@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use murmur_api::config::Config;
 use murmur_api::server;
+use murmur_projections::shutdown::Stop;
 use tracing_subscriber::EnvFilter;
 
 // glibc's malloc was a sixth of a memory-served feed request's CPU (perf, scale 1).
@@ -115,7 +116,8 @@ async fn main() -> anyhow::Result<()> {
             let pool = server::connect(&config).await?;
             tracing::info!("running the projectors");
             // The projections crate's runtime: every projection, until the signal.
-            murmur_projections::run(pool, server::projector_config(&config), shutdown_signal())
+            let stop = Stop::on(shutdown_signal());
+            murmur_projections::run(pool, server::projector_config(&config), stop.shutdown())
                 .await
                 .context("running the projectors")?;
             tracing::info!("stopped");

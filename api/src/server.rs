@@ -8,11 +8,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use murmur_projections::db;
 use murmur_projections::runtime::{self as projectors, Databases, ProjectorConfig, Wake};
+use murmur_projections::shutdown::Stop;
 use murmur_projections::{CheckpointView, Image, MemReadModel, PgReadModel, ReadModel, Role};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
-use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::{load_or_create_secret, TokenKeys};
@@ -125,13 +125,13 @@ async fn warn_about_standby(read: &PgPool) -> anyhow::Result<()> {
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
     pub addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    stop: Stop,
     http: JoinHandle<anyhow::Result<()>>,
     projectors: JoinHandle<anyhow::Result<()>>,
     image: Image,
     /// Keeps the read model's in-memory checkpoints current; stopped after HTTP, so that
     /// requests still waiting for a position keep being woken.
-    checkpoints: (oneshot::Sender<()>, JoinHandle<()>),
+    checkpoints: (Stop, JoinHandle<()>),
 }
 
 /// The projectors' settings from the server's configuration.
@@ -173,21 +173,19 @@ pub fn state(
 
 /// What queries read: the memory image (loaded by the projector tasks in the background:
 /// until then queries answer 503 and /readyz says loading) and, for the follower lists, the
-/// tables with their checkpoints, kept current by a listener stopped through the sender.
+/// tables with their checkpoints, kept current by a listener stopped through its `Stop`.
 struct ReadSide {
     image: Image,
     read_model: Arc<dyn ReadModel>,
-    checkpoints: (oneshot::Sender<()>, JoinHandle<()>),
+    checkpoints: (Stop, JoinHandle<()>),
 }
 
 async fn read_side(read_pool: &PgPool, config: &ProjectorConfig) -> anyhow::Result<ReadSide> {
     let checkpoints = CheckpointView::load(read_pool.clone())
         .await
         .context("reading the projection checkpoints")?;
-    let (stop_checkpoints, checkpoints_stopped) = oneshot::channel::<()>();
-    let checkpoint_listener = checkpoints.spawn_listener(async move {
-        let _ = checkpoints_stopped.await;
-    });
+    let stop_checkpoints = Stop::new();
+    let checkpoint_listener = checkpoints.spawn_listener(stop_checkpoints.shutdown());
     let image = Image::new(&config.settings());
     let tables = PgReadModel::with_checkpoints(read_pool.clone(), checkpoints);
     Ok(ReadSide {
@@ -249,9 +247,8 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
     )?;
     complete_registrations(state.commands.clone(), state.image.clone());
     let app = http::router(state);
-    let (stop, stopped) = watch::channel(false);
+    let stop = Stop::new();
     let projectors = {
-        let mut stopped = stopped.clone();
         let db = Databases {
             log: read_pool,
             primary: pool,
@@ -262,17 +259,12 @@ pub async fn start(config: Config, pool: PgPool) -> anyhow::Result<Server> {
             image.clone(),
             role,
             wake,
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            },
+            stop.shutdown(),
         )
     };
-    let mut stopped = stopped;
+    let serving = stop.shutdown();
     let http = tokio::spawn(async move {
-        http::serve::serve(listener, app, limits, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .await;
+        http::serve::serve(listener, app, limits, serving).await;
         anyhow::Ok(())
     });
     tracing::info!(%addr, "murmur listening");
@@ -300,10 +292,10 @@ impl Server {
     /// Stops accepting connections, lets in-flight requests finish, stops the projectors
     /// and the checkpoint listener.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         let served = self.http.await.context("HTTP task panicked");
         let (stop_checkpoints, checkpoint_listener) = self.checkpoints;
-        let _ = stop_checkpoints.send(());
+        stop_checkpoints.stop();
         checkpoint_listener
             .await
             .context("checkpoint listener panicked")?;

@@ -10,18 +10,18 @@
 //! lead it.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::log::listen::{self, Listening};
 use crate::read_model::ReadError;
+use crate::shutdown::Shutdown;
 use crate::Position;
 
 /// The channel migration 0005's trigger notifies when a checkpoint row changes.
@@ -163,86 +163,61 @@ impl CheckpointView {
         });
     }
 
-    /// Keeps the view current until `shutdown` completes.
-    pub fn spawn_listener(
-        &self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> JoinHandle<()> {
+    /// Keeps the view current until `shutdown` is told (the log's one LISTEN loop,
+    /// [`listen::follow`]).
+    pub fn spawn_listener(&self, shutdown: Shutdown) -> JoinHandle<()> {
         let view = self.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = view.listen() => {}
-            }
+            let pool = view.pool.clone();
+            listen::follow(&pool, &view, shutdown, RECONNECT_AFTER).await;
         })
     }
 
-    /// LISTEN, re-read, apply notifications; reconnect (and re-read) when the connection
-    /// drops; on a hot standby, re-read every [`STANDBY_RESYNC`]. Runs until cancelled.
-    async fn listen(&self) {
-        loop {
-            match crate::log::standby::in_recovery(&self.pool).await {
-                Ok(true) => self.poll_standby().await,
-                Ok(false) => match self.connect().await {
-                    Ok(listener) => self.follow(listener).await,
-                    Err(e) => tracing::warn!(error = %e, "checkpoint listener cannot connect"),
-                },
-                Err(e) => tracing::warn!(error = %e, "checkpoint listener cannot connect"),
+    async fn resync_or_warn(&self) -> bool {
+        match self.resync().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading the checkpoints failed");
+                false
             }
-            tokio::time::sleep(RECONNECT_AFTER).await;
         }
     }
+}
 
-    /// Re-reads the view every [`STANDBY_RESYNC`] while the database is a hot standby.
-    async fn poll_standby(&self) {
+/// LISTEN, re-read, apply notifications, re-read every [`RESYNC_EVERY`]; on a hot standby,
+/// re-read every [`STANDBY_RESYNC`] until it is promoted.
+#[async_trait::async_trait]
+impl Listening for CheckpointView {
+    const CHANNEL: &'static str = CHANNEL;
+    const WHAT: &'static str = "checkpoint listener";
+
+    async fn connected(&self) {
+        self.resync_or_warn().await;
+    }
+
+    fn heard(&self, payload: &str) {
+        self.apply(payload);
+    }
+
+    fn tick_every(&self) -> Option<Duration> {
+        Some(RESYNC_EVERY)
+    }
+
+    async fn tick(&self) {
+        self.resync_or_warn().await;
+    }
+
+    async fn on_standby(&self, shutdown: &mut Shutdown) {
         let mut checked = Instant::now();
-        loop {
-            if let Err(e) = self.resync().await {
-                tracing::warn!(error = %e, "re-reading the checkpoints failed");
+        while self.resync_or_warn().await {
+            if shutdown.pause(STANDBY_RESYNC).await {
                 return;
             }
-            tokio::time::sleep(STANDBY_RESYNC).await;
             // A standby that was promoted can be listened to.
             if checked.elapsed() >= RESYNC_EVERY {
                 checked = Instant::now();
                 if !matches!(crate::log::standby::in_recovery(&self.pool).await, Ok(true)) {
                     return;
-                }
-            }
-        }
-    }
-
-    async fn connect(&self) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANNEL).await?;
-        Ok(listener)
-    }
-
-    /// Follows one listener connection until it fails.
-    async fn follow(&self, mut listener: PgListener) {
-        // Whatever changed before LISTEN took effect was not notified to us.
-        if let Err(e) = self.resync().await {
-            tracing::warn!(error = %e, "re-reading the checkpoints failed");
-        }
-        let mut resync = tokio::time::interval_at(Instant::now() + RESYNC_EVERY, RESYNC_EVERY);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                received = listener.try_recv() => match received {
-                    Ok(Some(notification)) => self.apply(notification.payload()),
-                    Ok(None) => {
-                        tracing::warn!("checkpoint listener lost its connection");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "checkpoint listener failed");
-                        return;
-                    }
-                },
-                _ = resync.tick() => {
-                    if let Err(e) = self.resync().await {
-                        tracing::warn!(error = %e, "re-reading the checkpoints failed");
-                    }
                 }
             }
         }

@@ -13,7 +13,8 @@
 //!   whole state (binary `COPY`).
 //! - [`projection`]: the list of projections ([`Kind`]) and [`AnyState`], through which the
 //!   runtime and `replay` drive them.
-//! - [`runtime`]: the leader loop that follows the log and flushes the durable copy.
+//! - [`runtime`]: the leader loop that follows the log and flushes the durable copy;
+//!   [`shutdown`]: how a node tells its tasks to stop.
 //! - [`read_model`]: the query side's interface, [`ReadModel`], with its error type and
 //!   cursors; [`mem_read_model`] implements it over the memory image (what nodes serve),
 //!   [`pg_read_model`] over the tables (the lists, and the reference), [`checkpoints`]
@@ -30,6 +31,7 @@ pub mod pg_read_model;
 pub mod projection;
 pub mod read_model;
 pub mod runtime;
+pub mod shutdown;
 pub mod state;
 pub mod store;
 #[cfg(feature = "testkit")]

@@ -9,9 +9,9 @@ use std::time::Duration;
 use common::*;
 use murmur_projections::read_model::names;
 use murmur_projections::runtime::spawn;
+use murmur_projections::shutdown::Stop;
 use murmur_projections::{CheckpointView, PgReadModel, Position, ReadModel};
 use sqlx::PgPool;
-use tokio::sync::oneshot;
 
 /// Generous: these tests wait for an outcome, they do not time it.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -42,10 +42,8 @@ async fn checkpoint_changes_reach_memory(pool: PgPool) {
         Position::START
     );
 
-    let (stop, stopped) = oneshot::channel::<()>();
-    let listener = view.spawn_listener(async {
-        let _ = stopped.await;
-    });
+    let stop = Stop::new();
+    let listener = view.spawn_listener(stop.shutdown());
     // Changes after start: an UPDATE and an INSERT of a new row.
     set_checkpoint(&pool, names::PROFILES, Position::new(12, 7)).await;
     set_checkpoint(&pool, names::FEEDS, Position::new(11, 5)).await;
@@ -60,7 +58,7 @@ async fn checkpoint_changes_reach_memory(pool: PgPool) {
     assert_eq!(at, Position::new(11, 5));
     assert_eq!(view.progress(&[names::PROFILES]), Position::new(12, 7));
 
-    stop.send(()).unwrap();
+    stop.stop();
     listener.await.unwrap();
 }
 
@@ -94,15 +92,15 @@ async fn a_missed_notification_does_not_fail_a_wait(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn read_model_progress_follows_the_projectors_from_memory(pool: PgPool) {
     let view = CheckpointView::load(pool.clone()).await.unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let listener = view.spawn_listener(async {
-        let _ = stopped.await;
-    });
+    let stop = Stop::new();
+    let listener = view.spawn_listener(stop.shutdown());
     let rm = PgReadModel::with_checkpoints(pool.clone(), view);
-    let (stop_projectors, projectors_stopped) = oneshot::channel::<()>();
-    let runtime = spawn(pool.clone(), config(10_000, 100), async {
-        let _ = projectors_stopped.await;
-    });
+    let stop_projectors = Stop::new();
+    let runtime = spawn(
+        pool.clone(),
+        config(10_000, 100),
+        stop_projectors.shutdown(),
+    );
 
     let mut clock = Clock::default();
     clock.append(&pool, &register(1, "reader")).await;
@@ -128,9 +126,9 @@ async fn read_model_progress_follows_the_projectors_from_memory(pool: PgPool) {
     let db = PgReadModel::new(pool.clone());
     assert!(rm.progress(&names::ALL).await.unwrap() <= db.progress(&names::ALL).await.unwrap());
 
-    stop_projectors.send(()).unwrap();
+    stop_projectors.stop();
     runtime.await.unwrap().unwrap();
-    stop.send(()).unwrap();
+    stop.stop();
     listener.await.unwrap();
 }
 

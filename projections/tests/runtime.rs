@@ -14,10 +14,10 @@ use murmur_projections::runtime::{
     catch_up, catch_up_projection, projections, spawn, status, Projector, ProjectorConfig, Stale,
     Step,
 };
+use murmur_projections::shutdown::Stop;
 use murmur_projections::state::feeds::DEFAULT_CELEBRITY_THRESHOLD as DEFAULT_THRESHOLD;
 use murmur_projections::{Kind, PgReadModel, Position, ReadModel};
 use sqlx::PgPool;
-use tokio::sync::oneshot;
 
 /// A varied history: registrations, follows, unfollows, posts and deletions.
 fn history() -> Vec<MurmurEvent> {
@@ -155,10 +155,8 @@ async fn concurrent_writers_lose_no_event(pool: PgPool) {
         standby_retry: Duration::from_millis(100),
         ..ProjectorConfig::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let runtime = spawn(pool.clone(), config, async {
-        let _ = stopped.await;
-    });
+    let stop = Stop::new();
+    let runtime = spawn(pool.clone(), config, stop.shutdown());
     let (writers, per_writer) = (4i64, 25i64);
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -179,7 +177,7 @@ async fn concurrent_writers_lose_no_event(pool: PgPool) {
         task.await.unwrap();
     }
     wait_for("the projectors to catch up", || caught_up(&pool)).await;
-    stop.send(()).unwrap();
+    stop.stop();
     runtime.await.unwrap().unwrap();
 
     let total = writers * per_writer;
@@ -263,11 +261,9 @@ async fn two_processes_never_both_apply_and_the_standby_takes_over(pool: PgPool)
     let mut stops = Vec::new();
     let mut runtimes = Vec::new();
     for _ in 0..2 {
-        let (stop, stopped) = oneshot::channel::<()>();
+        let stop = Stop::new();
+        runtimes.push(spawn(pool.clone(), config.clone(), stop.shutdown()));
         stops.push(stop);
-        runtimes.push(spawn(pool.clone(), config.clone(), async {
-            let _ = stopped.await;
-        }));
     }
     let mut events = Vec::new();
     for id in 1..=5 {
@@ -282,7 +278,7 @@ async fn two_processes_never_both_apply_and_the_standby_takes_over(pool: PgPool)
     assert_eq!(projection_locks_held(&pool).await, 3);
 
     // Stop the first process; the second (if it was standing by) takes over.
-    stops.remove(0).send(()).unwrap();
+    stops.remove(0).stop();
     runtimes.remove(0).await.unwrap().unwrap();
     clock
         .append(&pool, &[unfollowed(5, 1), created(1, 1)])
@@ -298,7 +294,7 @@ async fn two_processes_never_both_apply_and_the_standby_takes_over(pool: PgPool)
             i64::from(follower != 5)
         );
     }
-    stops.remove(0).send(()).unwrap();
+    stops.remove(0).stop();
     runtimes.remove(0).await.unwrap().unwrap();
     // The server ends a closed session (and its locks) a moment after the client.
     wait_for("every lock to be released", async || {
@@ -314,10 +310,8 @@ async fn another_process_announcement_wakes_an_idle_projector(pool: PgPool) {
         poll_interval: Duration::from_secs(3600),
         ..ProjectorConfig::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let runtime = spawn(pool.clone(), config, async {
-        let _ = stopped.await;
-    });
+    let stop = Stop::new();
+    let runtime = spawn(pool.clone(), config, stop.shutdown());
     wait_for("the leaders and the listener", async || {
         let listening: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
@@ -344,7 +338,7 @@ async fn another_process_announcement_wakes_an_idle_projector(pool: PgPool) {
         rm.profile(1).await.unwrap().is_some()
     })
     .await;
-    stop.send(()).unwrap();
+    stop.stop();
     runtime.await.unwrap().unwrap();
 }
 

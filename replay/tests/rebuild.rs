@@ -275,15 +275,13 @@ async fn events_written_during_a_rebuild_appear_after_the_swap(pool: PgPool) {
     clock.append(&pool, &events).await;
     catch_up(&pool, &config(THRESHOLD, 4)).await.unwrap();
     // A live projector runs throughout, as under `murmur serve`.
-    let (stop_live, live_stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop_live = murmur_projections::shutdown::Stop::new();
     let live_config = ProjectorConfig {
         poll_interval: Duration::from_millis(20),
         standby_retry: Duration::from_millis(50),
         ..config(THRESHOLD, 4)
     };
-    let live = runtime::spawn(pool.clone(), live_config, async {
-        let _ = live_stopped.await;
-    });
+    let live = runtime::spawn(pool.clone(), live_config, stop_live.shutdown());
 
     // While the rebuild replays, new users register, follow and post.
     let (writes_tx, mut writes_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
@@ -346,7 +344,7 @@ async fn events_written_during_a_rebuild_appear_after_the_swap(pool: PgPool) {
                 .unwrap();
         assert!(post, "post of late user {id}");
     }
-    let _ = stop_live.send(());
+    stop_live.stop();
     live.await.unwrap().unwrap();
     // Nothing lost or applied twice: the swapped-in models equal a fresh rebuild.
     let options = options(50);

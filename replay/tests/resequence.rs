@@ -48,7 +48,8 @@ async fn a_restored_log_is_refused_then_resequenced_and_projected(pool: PgPool) 
         refused.to_string().contains("replay resequence"),
         "{refused}"
     );
-    let ran = runtime::run(pool.clone(), config.clone(), std::future::pending()).await;
+    let never = murmur_projections::shutdown::Stop::new();
+    let ran = runtime::run(pool.clone(), config.clone(), never.shutdown()).await;
     assert!(ran.unwrap_err().is::<TransactionIdsAhead>());
 
     let done = restore::resequence(&pool).await.unwrap();

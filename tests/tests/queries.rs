@@ -565,13 +565,11 @@ async fn read_your_writes_when_another_process_runs_the_projectors(
     // As with `murmur serve --no-projectors` beside `murmur project`: the server learns of
     // checkpoints only from the database's notifications.
     let s = TestServer::start_with(db, |config| config.no_projectors = true).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop = murmur_projections::shutdown::Stop::new();
     let projectors = murmur_projections::runtime::spawn(
         s.pool.clone(),
         murmur_projections::ProjectorConfig::default(),
-        async {
-            let _ = stopped.await;
-        },
+        stop.shutdown(),
     );
     let alice = s.register("alice").await;
     let bob = s.register("bob").await;
@@ -592,7 +590,7 @@ async fn read_your_writes_when_another_process_runs_the_projectors(
         .await;
         assert_eq!(profile["posts_count"], n + 1);
     }
-    stop.send(()).unwrap();
+    stop.stop();
     projectors.await.unwrap().unwrap();
     s.stop().await;
 }

@@ -4,7 +4,6 @@
 //! and a graceful shutdown that waits at most `shutdown_grace` for connections to finish.
 //! Whole requests are bounded by the router's timeout layer (see [`super::router`]).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use murmur_projections::shutdown::Shutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -29,14 +29,9 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
+/// Serves `app` on `listener` until `shutdown` is told, then stops accepting and lets
 /// open connections finish their requests for up to the grace period.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    limits: Limits,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, app: Router, limits: Limits, mut shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -46,7 +41,6 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
@@ -54,7 +48,7 @@ pub async fn serve(
                 Ok(permit) => permit,
                 Err(_) => break,
             },
-            () = &mut shutdown => break,
+            () = shutdown.recv() => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -66,7 +60,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = shutdown.recv() => break,
         };
         let _ = stream.set_nodelay(true);
         let service = app

@@ -227,10 +227,8 @@ async fn main() -> Result<()> {
     );
 
     // The celebrity's posts, with the projectors running as in the server.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runtime = spawn(pool.clone(), config.clone(), async {
-        let _ = stopped.await;
-    });
+    let stop = murmur_projections::shutdown::Stop::new();
+    let runtime = spawn(pool.clone(), config.clone(), stop.shutdown());
     let rm = PgReadModel::new(pool.clone());
     let readers: Vec<UserId> = vec![2, args.users / 2, args.users];
     let followers: i64 =
@@ -304,7 +302,7 @@ async fn main() -> Result<()> {
             (seen - readable).as_secs_f64() * 1000.0,
         ));
     }
-    let _ = stop.send(());
+    stop.stop();
     runtime.await??;
     let range = |mut ms: Vec<f64>| {
         ms.sort_by(f64::total_cmp);

@@ -9,17 +9,17 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::watch;
+
+use crate::shutdown::Shutdown;
 
 /// How often the pending list is merged.
 pub const EVERY: Duration = Duration::from_secs(1);
 
 /// Merges the audit index's pending list every [`EVERY`] until `stop`.
-pub async fn keep_merged(pool: PgPool, mut stop: watch::Receiver<bool>) {
+pub async fn keep_merged(pool: PgPool, mut stop: Shutdown) {
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(EVERY) => {}
-            _ = stop.changed() => return,
+        if stop.pause(EVERY).await {
+            return;
         }
         if let Err(e) = merge(&pool).await {
             // Appends then merge it themselves, as without this task: slower, never wrong.

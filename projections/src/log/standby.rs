@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
-use tokio::sync::watch;
 
 use super::checkpoint::COUNTED_AT_MOST;
 use super::wake::Wake;
 use crate::runtime::Image;
+use crate::shutdown::Shutdown;
 use crate::Position;
 
 /// How often a node reading a standby looks at its replay.
@@ -51,23 +51,9 @@ pub struct ReplicaStatus {
     pub primary_error: Option<String>,
 }
 
-/// Why [`follow_replay`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayEnded {
-    Stopped,
-    /// The server left recovery (it was promoted): it can be listened to now.
-    Promoted,
-    /// A query failed; try again later.
-    Failed,
-}
-
 /// Wakes `wake`'s projector tasks whenever the standby behind `pool` has replayed more WAL,
-/// until `stop` changes, the server is promoted, or a query fails.
-pub async fn follow_replay(
-    pool: &PgPool,
-    wake: &Wake,
-    stop: &mut watch::Receiver<bool>,
-) -> ReplayEnded {
+/// until shut down, the server is promoted, or a query fails.
+pub async fn follow_replay(pool: &PgPool, wake: &Wake, stop: &mut Shutdown) {
     let mut replayed: Option<String> = None;
     loop {
         let row: Result<(bool, Option<String>), _> =
@@ -75,7 +61,8 @@ pub async fn follow_replay(
                 .fetch_one(pool)
                 .await;
         match row {
-            Ok((false, _)) => return ReplayEnded::Promoted,
+            // Promoted: it can be listened to now.
+            Ok((false, _)) => return,
             Ok((true, lsn)) => {
                 if lsn != replayed {
                     replayed = lsn;
@@ -84,37 +71,30 @@ pub async fn follow_replay(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the standby's replay position");
-                return ReplayEnded::Failed;
+                return;
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(REPLAY_POLL) => {}
-            _ = stop.changed() => return ReplayEnded::Stopped,
+        if stop.pause(REPLAY_POLL).await {
+            return;
         }
     }
 }
 
 /// Measures every [`MEASURE_EVERY`] how far the standby behind `log` trails `primary`, into
-/// `image` (`/readyz`) and the `murmur_replica_*` gauges, until `stop` changes. Runs on its
+/// `image` (`/readyz`) and the `murmur_replica_*` gauges, until shut down. Runs on its
 /// own task: a primary that does not answer slows only this.
-pub async fn watch_lag(
-    log: PgPool,
-    primary: PgPool,
-    image: Image,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn watch_lag(log: PgPool, primary: PgPool, image: Image, mut stop: Shutdown) {
     let mut warned: Option<Instant> = None;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(MEASURE_EVERY) => {}
-            _ = stop.changed() => return,
+        if stop.pause(MEASURE_EVERY).await {
+            return;
         }
         if !image.is_loaded() {
             continue;
         }
         let measured = tokio::select! {
             measured = measure(&log, &primary, image.least_position()) => measured,
-            _ = stop.changed() => return,
+            () = stop.recv() => return,
         };
         match measured {
             Ok(status) => {

@@ -21,6 +21,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 
+use crate::shutdown::Shutdown;
+
 /// The channel events' wake-ups go out on.
 pub const CHANNEL: &str = "murmur_events";
 
@@ -90,12 +92,12 @@ impl Wake {
     }
 
     /// Sends the notifications other processes wait for, at most one per [`COALESCE`],
-    /// until `stop` changes. A failure is only logged: listeners also poll.
-    pub async fn announce(&self, pool: PgPool, mut stop: watch::Receiver<bool>) {
+    /// until shut down. A failure is only logged: listeners also poll.
+    pub async fn announce(&self, pool: PgPool, mut stop: Shutdown) {
         loop {
             tokio::select! {
                 () = self.inner.outbound.notified() => {}
-                _ = stop.changed() => return,
+                () = stop.recv() => return,
             }
             let sent = sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)

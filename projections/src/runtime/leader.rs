@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -15,9 +14,11 @@ use super::projector::{Projector, Step};
 use super::{Databases, ProjectorConfig, HELD_BACK_RETRY};
 use crate::log::checkpoint::{self, SettingsMismatch};
 use crate::log::horizon::Registry;
+use crate::log::listen::{self, Listening};
 use crate::log::shared::SharedReads;
-use crate::log::standby::{self, ReplayEnded};
+use crate::log::standby;
 use crate::log::wake::{Wake, CHANNEL};
+use crate::shutdown::{Shutdown, Stop};
 
 /// Whether a node's projectors may write the durable copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub enum Role {
     ReadNode,
 }
 
-/// Keeps `image` current until `shutdown` completes: what `murmur serve` does in-process,
+/// Keeps `image` current until `shutdown` is told: what `murmur serve` does in-process,
 /// `murmur project` alone, and a read node without writing (reading the log on a hot
 /// standby when `db.log` is one). `wake` is the process's: its commands' commits wake these
 /// tasks directly, and are announced to other processes on the primary.
@@ -38,7 +39,7 @@ pub async fn run(
     image: Image,
     role: Role,
     wake: Wake,
-    shutdown: impl std::future::Future<Output = ()> + Send,
+    mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     // A log restored from another cluster would be misread from the first batch on.
     crate::log::restore::check(&mut *db.log.acquire().await?).await?;
@@ -47,9 +48,18 @@ pub async fn run(
         !(on_standby && role == Role::Projector),
         "projectors write their tables where they read the log: they cannot read a hot standby"
     );
-    let (stop_tx, stop) = watch::channel(false);
+    // Told when shut down, or when a task fails: the others stop too.
+    let stop = Stop::new();
     let mut tasks = JoinSet::new();
-    spawn_helpers(&mut tasks, &db, &image, role, on_standby, &wake, &stop);
+    spawn_helpers(
+        &mut tasks,
+        &db,
+        &image,
+        role,
+        on_standby,
+        &wake,
+        &stop.shutdown(),
+    );
     let registry = Arc::new(Registry::new(&db.primary));
     let reads = Arc::new(SharedReads::new());
     for kind in super::projections(&config) {
@@ -60,7 +70,7 @@ pub async fn run(
             live: image.get(kind).clone(),
             config: config.clone(),
             wake: wake.subscribe(),
-            stop: stop.clone(),
+            stop: stop.shutdown(),
             held_since: None,
             blocker_checked: None,
             warned: None,
@@ -68,14 +78,14 @@ pub async fn run(
         tasks.spawn(task.run(role));
     }
     let result = tokio::select! {
-        () = shutdown => Ok(()),
+        () = shutdown.recv() => Ok(()),
         Some(ended) = tasks.join_next() => match ended {
             Ok(Ok(())) => Err(anyhow::anyhow!("a projector task ended unexpectedly")),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(anyhow::Error::new(e).context("a projector task panicked")),
         },
     };
-    let _ = stop_tx.send(true);
+    stop.stop();
     while tasks.join_next().await.is_some() {}
     result
 }
@@ -89,12 +99,16 @@ fn spawn_helpers(
     role: Role,
     on_standby: bool,
     wake: &Wake,
-    stop: &watch::Receiver<bool>,
+    stop: &Shutdown,
 ) {
     let (listener_pool, listener_wake, listener_stop) =
         (db.log.clone(), wake.clone(), stop.clone());
     tasks.spawn(async move {
-        wake_ups(listener_pool, listener_wake, listener_stop).await;
+        let wake_ups = WakeUps {
+            pool: listener_pool,
+            wake: listener_wake,
+        };
+        listen::follow(&wake_ups.pool, &wake_ups, listener_stop, LISTEN_RETRY).await;
         Ok(())
     });
     let (announcer_pool, announcer_wake, announcer_stop) =
@@ -126,68 +140,29 @@ fn spawn_helpers(
     }
 }
 
-/// Sleeps for `duration`; returns true if asked to stop meanwhile (or already).
-async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    if *stop.borrow() {
-        return true;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => false,
-        _ = stop.changed() => true,
-    }
+/// Wakes the projector tasks when the log may have grown: on a primary by other processes'
+/// `NOTIFY murmur_events`, on a hot standby (which refuses `LISTEN`) by its replay.
+struct WakeUps {
+    pool: PgPool,
+    wake: Wake,
 }
 
-/// Wakes the projector tasks when the log may have grown, until `stop` changes: on a
-/// primary by other processes' `NOTIFY murmur_events`, on a hot standby (which refuses
-/// `LISTEN`) by its replay; reconnects when the connection drops, and switches when a
-/// standby is promoted.
-async fn wake_ups(pool: PgPool, wake: Wake, mut stop: watch::Receiver<bool>) {
-    let retry = Duration::from_secs(1);
-    loop {
-        match standby::in_recovery(&pool).await {
-            Ok(true) => {
-                if standby::follow_replay(&pool, &wake, &mut stop).await == ReplayEnded::Stopped {
-                    return;
-                }
-            }
-            Ok(false) => {
-                if listen(&pool, &wake, &mut stop).await {
-                    return;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "projector listener cannot connect"),
-        }
-        if pause(retry, &mut stop).await {
-            return;
-        }
-    }
-}
+#[async_trait::async_trait]
+impl Listening for WakeUps {
+    const CHANNEL: &'static str = CHANNEL;
+    const WHAT: &'static str = "projector listener";
 
-/// Forwards other processes' `NOTIFY murmur_events` to the projector tasks until the
-/// connection fails (false) or `stop` changes (true).
-async fn listen(pool: &PgPool, wake: &Wake, stop: &mut watch::Receiver<bool>) -> bool {
-    let mut listener = match PgListener::connect_with(pool).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::warn!(error = %e, "projector listener cannot connect");
-            return false;
-        }
-    };
-    if let Err(e) = listener.listen(CHANNEL).await {
-        tracing::warn!(error = %e, "projector listener cannot LISTEN");
-        return false;
+    async fn connected(&self) {
+        // What was announced while not listening: the tasks look at the log once more.
+        self.wake.heard("");
     }
-    loop {
-        tokio::select! {
-            received = listener.recv() => match received {
-                Ok(notification) => wake.heard(notification.payload()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "projector listener lost its connection");
-                    return false;
-                }
-            },
-            _ = stop.changed() => return true,
-        }
+
+    fn heard(&self, payload: &str) {
+        self.wake.heard(payload);
+    }
+
+    async fn on_standby(&self, shutdown: &mut Shutdown) {
+        standby::follow_replay(&self.pool, &self.wake, shutdown).await;
     }
 }
 
@@ -201,12 +176,15 @@ struct Task {
     live: Arc<Live>,
     config: ProjectorConfig,
     wake: watch::Receiver<u64>,
-    stop: watch::Receiver<bool>,
+    stop: Shutdown,
     /// Since when committed events have waited behind another transaction.
     held_since: Option<Instant>,
     blocker_checked: Option<Instant>,
     warned: Option<Instant>,
 }
+
+/// The pause before the wake-up listener tries to connect again.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// How long committed events may wait behind another transaction before it is named.
 const HELD_BACK_WARNING: Duration = Duration::from_secs(5);
@@ -298,7 +276,7 @@ impl Task {
         let name = self.name();
         let leader = metrics::gauge!("murmur_projection_leader", "projection" => name);
         loop {
-            if *self.stop.borrow() {
+            if self.stop.is_shutdown() {
                 return Ok(());
             }
             let outcome = match role {
@@ -322,7 +300,7 @@ impl Task {
                         .update_health(|h| h.failure = Some(format!("{e:#}")));
                 }
             }
-            if pause(self.config.standby_retry, &mut self.stop).await {
+            if self.stop.pause(self.config.standby_retry).await {
                 return Ok(());
             }
         }
@@ -354,7 +332,7 @@ impl Task {
             Projector::load_into(&self.pool, self.live.clone(), &settings, true).await?;
         let mut lag_measured: Option<Instant> = None;
         loop {
-            if *self.stop.borrow() {
+            if self.stop.is_shutdown() {
                 return projector.flush(conn).await;
             }
             projector.poll_flush().await?;
@@ -381,7 +359,7 @@ impl Task {
             tokio::select! {
                 _ = self.wake.changed() => {}
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.stop.changed() => {}
+                () = self.stop.recv() => {}
                 // A flush that ends may leave rows to flush now that it is idle.
                 ended = projector.finish_flush(), if flushing => ended?,
             }
@@ -398,7 +376,7 @@ impl Task {
         let mut conn = self.pool.acquire().await?;
         let mut lag_measured: Option<Instant> = None;
         loop {
-            if *self.stop.borrow() {
+            if self.stop.is_shutdown() {
                 return Ok(Then::Stop);
             }
             if until.is_some_and(|t| Instant::now() >= t) {
@@ -420,7 +398,7 @@ impl Task {
             tokio::select! {
                 _ = self.wake.changed() => {}
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.stop.changed() => {}
+                () = self.stop.recv() => {}
             }
         }
     }

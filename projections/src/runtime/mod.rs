@@ -25,7 +25,6 @@ pub mod leader;
 pub mod live;
 pub mod projector;
 
-use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,6 +39,7 @@ pub use projector::{Projector, Stale, Step};
 use crate::log::checkpoint;
 use crate::projection::Kind;
 use crate::read_model::names;
+use crate::shutdown::Shutdown;
 use crate::store::Settings;
 use crate::Position;
 
@@ -200,13 +200,9 @@ pub async fn check_settings(pool: &PgPool, config: &ProjectorConfig) -> anyhow::
     Ok(())
 }
 
-/// Runs every projection into a fresh image until `shutdown` completes, leading where it
-/// can (see [`leader::run`]).
-pub async fn run(
-    pool: PgPool,
-    config: ProjectorConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
+/// Runs every projection into a fresh image until `shutdown` is told, leading where it can
+/// (see [`leader::run`]).
+pub async fn run(pool: PgPool, config: ProjectorConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let image = Image::new(&config.settings());
     let db = Databases::one(pool);
     leader::run(db, config, image, Role::Projector, Wake::new(), shutdown).await
@@ -216,7 +212,7 @@ pub async fn run(
 pub fn spawn(
     pool: PgPool,
     config: ProjectorConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> JoinHandle<anyhow::Result<()>> {
     tokio::spawn(run(pool, config, shutdown))
 }
@@ -228,7 +224,7 @@ pub fn spawn_into(
     image: Image,
     role: Role,
     wake: Wake,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
         let up = metrics::gauge!("murmur_projectors_up");
