@@ -15,10 +15,12 @@ use serde_json::Value;
 use crate::user::USER_REGISTERED_VERSION;
 use crate::{Follow, FollowEvent, Handle, HandleEvent, Post, PostEvent, User, UserEvent, UserId};
 
-/// Who did it, under which request, and when. Stored as the event's `metadata`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Who did it, under which request, and when. Stored as the event's `metadata` (and shown
+/// by the audit routes, whose schema this is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventMetadata {
-    /// The acting user; `None` for registration, where nobody is signed in yet.
+    /// The acting user; null for registration, where nobody is signed in yet.
+    #[schema(value_type = Option<i64>)]
     pub actor_id: Option<UserId>,
     pub request_id: String,
     pub time: DateTime<Utc>,

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
+use utoipa::ToSchema;
 
 use crate::Position;
 
@@ -37,10 +38,13 @@ pub enum AuditFilter {
     User(UserId),
 }
 
-/// One event as the audit shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One stored event as the audit shows it (the audit routes' schema).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AuditEvent {
+    /// `"<transaction id>:<position>"`: the event's place in commit order.
+    #[schema(value_type = String, example = "812:40")]
     pub position: Position,
+    /// `Handle`, `User`, `Follow` or `Post`.
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub sequence: i64,
@@ -51,12 +55,14 @@ pub struct AuditEvent {
     pub stored_version: String,
     /// True when the stored event is an older version, shown upcast.
     pub upcast: bool,
-    /// The event's payload in its current form.
+    /// The event in its current form, e.g. `{"PostCreated": {...}}`.
+    #[schema(value_type = Object)]
     pub payload: Value,
-    /// Who acted, in which request, when (`None` when the stored metadata is unreadable).
+    /// Who acted, in which request, when (null when the stored metadata cannot be read).
     pub metadata: Option<EventMetadata>,
-    /// The metadata as stored, when it cannot be read.
+    /// Present only when the stored metadata cannot be read: as stored.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub stored_metadata: Option<Value>,
     /// Set when murmur cannot decode the stored event or its metadata; what it cannot read
     /// is then shown as stored.
@@ -64,10 +70,12 @@ pub struct AuditEvent {
     pub unreadable: Option<String>,
 }
 
-/// A page of events, and where the next page starts (`None` when this one is the last).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A page of events in commit order.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct AuditPage {
     pub items: Vec<AuditEvent>,
+    /// Pass as `after` for the next page; null on the last page.
+    #[schema(value_type = Option<String>)]
     pub next_after: Option<Position>,
 }
 

@@ -8,11 +8,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use murmur_domain::{PostId, UserId};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::Position;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+// The types served as they are: the OpenAPI schemas are derived here. Ids are the domain's
+// `i64` aliases, stated as integers.
+
+/// A user's public profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Profile {
+    #[schema(value_type = i64)]
     pub id: UserId,
     pub handle: String,
     pub display_name: String,
@@ -22,25 +28,28 @@ pub struct Profile {
     pub posts_count: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Author {
+    #[schema(value_type = i64)]
     pub id: UserId,
     pub handle: String,
     pub display_name: String,
 }
 
 /// A post as feeds and post lists show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PostItem {
+    #[schema(value_type = i64)]
     pub id: PostId,
     pub body: String,
     pub created_at: DateTime<Utc>,
     pub author: Author,
 }
 
-/// An entry of a follower or following list; `since` is when the follow happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A follower or followee; `since` is when the follow happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UserListItem {
+    #[schema(value_type = i64)]
     pub id: UserId,
     pub handle: String,
     pub display_name: String,
@@ -54,10 +63,11 @@ pub struct PageRequest {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A page, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    /// Opaque keyset cursor of the next page; `None` at the end.
+    /// Pass as `cursor` for the next page; null on the last page (an opaque keyset cursor).
     pub next_cursor: Option<String>,
 }
 

@@ -12,7 +12,7 @@ use murmur_domain::{Follow, Handle, Post, User, UserId};
 use murmur_projections::audit::{self, AuditFilter, AuditPage, DEFAULT_LIMIT};
 use murmur_projections::Position;
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::extractor::{Admin, Json, Path, Query};
 use super::{ApiError, AppState};
@@ -40,60 +40,6 @@ pub struct AuditParams {
     pub limit: Option<i64>,
 }
 
-/// The event's metadata: who acted (absent on registration), under which request, when.
-#[derive(ToSchema)]
-#[schema(as = AuditMetadata)]
-#[allow(dead_code)] // documentation of `murmur_domain::EventMetadata`'s JSON form
-pub struct AuditMetadataDoc {
-    #[schema(nullable)]
-    actor_id: Option<i64>,
-    request_id: String,
-    time: chrono::DateTime<chrono::Utc>,
-}
-
-/// One stored event as the audit shows it (`murmur_projections::audit::AuditEvent`).
-#[derive(ToSchema)]
-#[schema(as = AuditEvent)]
-#[allow(dead_code)] // documentation of `AuditEvent`'s JSON form
-pub struct AuditEventDoc {
-    /// `"<transaction id>:<position>"`: the event's place in commit order.
-    #[schema(example = "812:40")]
-    position: String,
-    /// `Handle`, `User`, `Follow` or `Post`.
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    /// The version shown: the current one.
-    event_version: String,
-    /// The version the event is stored as.
-    stored_version: String,
-    /// Whether the stored event is an older version shown upcast.
-    upcast: bool,
-    /// The event in its current form, e.g. `{"PostCreated": {...}}`.
-    #[schema(value_type = Object)]
-    payload: serde_json::Value,
-    /// Null when the stored metadata cannot be read (see `stored_metadata`).
-    metadata: Option<AuditMetadataDoc>,
-    /// Present only when the stored metadata cannot be read: as stored.
-    #[schema(value_type = Option<Object>)]
-    stored_metadata: Option<serde_json::Value>,
-    /// Present only when murmur cannot decode the stored event or its metadata (then shown
-    /// as stored), with the reason.
-    unreadable: Option<String>,
-}
-
-/// A page of events in commit order.
-#[derive(ToSchema)]
-#[schema(as = AuditPage)]
-#[allow(dead_code)] // documentation of `AuditPage`'s JSON form
-pub struct AuditPageDoc {
-    items: Vec<AuditEventDoc>,
-    /// Pass as `after` for the next page; null on the last page.
-    #[schema(nullable)]
-    next_after: Option<String>,
-}
-
 async fn page(
     state: &AppState,
     filter: AuditFilter,
@@ -118,7 +64,7 @@ async fn page(
     params(AuditParams),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "A page of the log", body = AuditPageDoc),
+        (status = 200, description = "A page of the log", body = AuditPage),
         (status = 400, response = super::responses::BadRequest),
         (status = 401, response = super::responses::Unauthorized),
         (status = 403, response = super::responses::Forbidden),
@@ -144,7 +90,7 @@ pub async fn audit_events(
     ),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "The stream's events", body = AuditPageDoc),
+        (status = 200, description = "The stream's events", body = AuditPage),
         (status = 400, response = super::responses::BadRequest),
         (status = 401, response = super::responses::Unauthorized),
         (status = 403, response = super::responses::Forbidden),
@@ -185,7 +131,7 @@ pub async fn audit_stream(
     params(("id" = i64, Path, description = "User id", minimum = 1.0, maximum = 9007199254740991.0), AuditParams),
     security(("admin_token" = [])),
     responses(
-        (status = 200, description = "The user's events", body = AuditPageDoc),
+        (status = 200, description = "The user's events", body = AuditPage),
         (status = 400, response = super::responses::BadRequest),
         (status = 401, response = super::responses::Unauthorized),
         (status = 403, response = super::responses::Forbidden),
@@ -229,7 +175,7 @@ mod tests {
             .collect()
     }
 
-    /// The documented schemas list exactly the fields the audit serializes.
+    /// The derived schemas list exactly the fields the audit serializes.
     #[test]
     fn documented_schema_matches_the_json() {
         let event = AuditEvent {
@@ -255,11 +201,11 @@ mod tests {
             next_after: None,
         };
         let json = serde_json::to_value(&page).expect("serializes");
-        assert_eq!(keys(&json), properties(AuditPageDoc::schema()));
-        assert_eq!(keys(&json["items"][0]), properties(AuditEventDoc::schema()));
+        assert_eq!(keys(&json), properties(AuditPage::schema()));
+        assert_eq!(keys(&json["items"][0]), properties(AuditEvent::schema()));
         assert_eq!(
             keys(&json["items"][0]["metadata"]),
-            properties(AuditMetadataDoc::schema())
+            properties(EventMetadata::schema())
         );
     }
 }

@@ -22,6 +22,7 @@ use super::responses::{
 };
 use super::AppState;
 use super::{audit, follows, health, posts, users};
+use murmur_projections::read_model::{PostItem, UserListItem};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -50,8 +51,9 @@ use super::{audit, follows, health, posts, users};
         health::metrics,
     ),
     components(
-        // Bodies named only in `IntoResponses` enums are not collected from the paths.
-        schemas(Problem, follows::FollowResponse),
+        // Bodies named only in `IntoResponses` enums are not collected from the paths, nor
+        // the item types of a generic page.
+        schemas(Problem, follows::FollowResponse, PostItem, UserListItem),
         responses(
             BadRequest,
             Unauthorized,
@@ -267,6 +269,32 @@ mod tests {
         // A type alias such as `UserId` in a schema shows up as a component named "i64".
         for name in doc["components"]["schemas"].as_object().unwrap().keys() {
             assert!(name.starts_with(char::is_uppercase), "schema {name:?}");
+        }
+    }
+
+    /// Every `$ref` names a component the document has.
+    #[test]
+    fn references_resolve() {
+        fn refs<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(r)) = map.get("$ref") {
+                        found.push(r);
+                    }
+                    map.values().for_each(|v| refs(v, found));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+                _ => {}
+            }
+        }
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 10);
+        for r in found {
+            let path = r.strip_prefix("#/").unwrap_or_else(|| panic!("{r}"));
+            let target = path.split('/').fold(&doc, |node, key| &node[key]);
+            assert!(!target.is_null(), "{r} does not resolve");
         }
     }
 }

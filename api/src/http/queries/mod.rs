@@ -8,13 +8,12 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use murmur_domain::UserId;
-use murmur_projections::read_model::{self as rm, names};
+use murmur_projections::read_model::{names, Page, PostItem, Profile, UserListItem};
 use murmur_projections::{PageRequest, ReadError, ReadModel, Reads};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 pub use freshness::ReadRequest;
 
@@ -35,118 +34,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/users/{id}/posts", get(get_user_posts))
         .route("/v1/users/{id}/followers", get(get_followers))
         .route("/v1/users/{id}/following", get(get_following))
-}
-
-// Ids are plain `i64` here (not the domain's aliases) so the schema says integer.
-
-/// A user's public profile.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Profile {
-    pub id: i64,
-    pub handle: String,
-    pub display_name: String,
-    pub created_at: DateTime<Utc>,
-    pub followers_count: i64,
-    pub following_count: i64,
-    pub posts_count: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Author {
-    pub id: i64,
-    pub handle: String,
-    pub display_name: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PostItem {
-    pub id: i64,
-    pub body: String,
-    pub created_at: DateTime<Utc>,
-    pub author: Author,
-}
-
-/// A follower or followee; `since` is when the follow happened.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserListItem {
-    pub id: i64,
-    pub handle: String,
-    pub display_name: String,
-    pub since: DateTime<Utc>,
-}
-
-/// A page of posts, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PostPage {
-    pub items: Vec<PostItem>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// A page of users, newest follow first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserPage {
-    pub items: Vec<UserListItem>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-}
-
-impl From<rm::Profile> for Profile {
-    fn from(p: rm::Profile) -> Self {
-        Self {
-            id: p.id,
-            handle: p.handle,
-            display_name: p.display_name,
-            created_at: p.created_at,
-            followers_count: p.followers_count,
-            following_count: p.following_count,
-            posts_count: p.posts_count,
-        }
-    }
-}
-
-impl From<rm::PostItem> for PostItem {
-    fn from(p: rm::PostItem) -> Self {
-        Self {
-            id: p.id,
-            body: p.body,
-            created_at: p.created_at,
-            author: Author {
-                id: p.author.id,
-                handle: p.author.handle,
-                display_name: p.author.display_name,
-            },
-        }
-    }
-}
-
-impl From<rm::UserListItem> for UserListItem {
-    fn from(u: rm::UserListItem) -> Self {
-        Self {
-            id: u.id,
-            handle: u.handle,
-            display_name: u.display_name,
-            since: u.since,
-        }
-    }
-}
-
-impl From<rm::Page<rm::PostItem>> for PostPage {
-    fn from(page: rm::Page<rm::PostItem>) -> Self {
-        Self {
-            items: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_cursor,
-        }
-    }
-}
-
-impl From<rm::Page<rm::UserListItem>> for UserPage {
-    fn from(page: rm::Page<rm::UserListItem>) -> Self {
-        Self {
-            items: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_cursor,
-        }
-    }
 }
 
 /// `?limit=&cursor=`. `limit` is parsed as a number here (400 when it is not one) and range
@@ -199,7 +86,7 @@ pub async fn get_profile(
 ) -> Result<Response, ApiError> {
     read.answer(&state, Reads::State(&[names::PROFILES]), async {
         let profile = state.read_model.profile(id).await?;
-        profile.map(Profile::from).ok_or_else(|| unknown_user(id))
+        profile.ok_or_else(|| unknown_user(id))
     })
     .await
 }
@@ -223,9 +110,7 @@ pub async fn get_profile_by_handle(
 ) -> Result<Response, ApiError> {
     read.answer(&state, Reads::State(&[names::PROFILES]), async {
         let profile = state.read_model.profile_by_handle(&handle).await?;
-        profile
-            .map(Profile::from)
-            .ok_or_else(|| ApiError::NotFound(format!("no user with handle {handle:?}")))
+        profile.ok_or_else(|| ApiError::NotFound(format!("no user with handle {handle:?}")))
     })
     .await
 }
@@ -240,7 +125,7 @@ pub async fn get_profile_by_handle(
     params(("id" = i64, Path, description = "User id (the signed-in user)", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "A page of the feed", body = PostPage),
+        (status = 200, description = "A page of the feed", body = Page<PostItem>),
         (status = 401, response = super::responses::Unauthorized),
         (status = 403, response = super::responses::Forbidden),
     )
@@ -255,7 +140,7 @@ pub async fn get_feed(
     auth.ensure_is(id)?;
     let page = params.request()?;
     read.answer(&state, Reads::State(&names::ALL), async {
-        Ok(PostPage::from(state.read_model.feed(id, &page).await?))
+        Ok(state.read_model.feed(id, &page).await?)
     })
     .await
 }
@@ -268,7 +153,7 @@ pub async fn get_feed(
     operation_id = "get_user_posts",
     params(("id" = i64, Path, description = "Author's user id", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     responses(
-        (status = 200, description = "A page of the user's posts", body = PostPage),
+        (status = 200, description = "A page of the user's posts", body = Page<PostItem>),
         (status = 404, response = super::responses::NotFound),
     )
 )]
@@ -279,7 +164,7 @@ pub async fn get_user_posts(
     Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
     let reads = Reads::State(&[names::PROFILES, names::POSTS]);
-    user_page::<_, PostPage>(&state, &read, id, params, reads, |rm, id, page| {
+    user_page(&state, &read, id, params, reads, |rm, id, page| {
         rm.user_posts(id, page)
     })
     .await
@@ -293,7 +178,7 @@ pub async fn get_user_posts(
     operation_id = "get_followers",
     params(("id" = i64, Path, description = "User id", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     responses(
-        (status = 200, description = "A page of followers", body = UserPage),
+        (status = 200, description = "A page of followers", body = Page<UserListItem>),
         (status = 404, response = super::responses::NotFound),
     )
 )]
@@ -303,7 +188,7 @@ pub async fn get_followers(
     Path(id): Path<UserId>,
     Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
-    user_page::<_, UserPage>(
+    user_page(
         &state,
         &read,
         id,
@@ -322,7 +207,7 @@ pub async fn get_followers(
     operation_id = "get_following",
     params(("id" = i64, Path, description = "User id", minimum = 1.0, maximum = 9007199254740991.0), PageParams),
     responses(
-        (status = 200, description = "A page of followees", body = UserPage),
+        (status = 200, description = "A page of followees", body = Page<UserListItem>),
         (status = 404, response = super::responses::NotFound),
     )
 )]
@@ -332,7 +217,7 @@ pub async fn get_following(
     Path(id): Path<UserId>,
     Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
-    user_page::<_, UserPage>(
+    user_page(
         &state,
         &read,
         id,
@@ -344,7 +229,7 @@ pub async fn get_following(
 }
 
 /// A page of one of `id`'s public lists: 404 when `id` has no profile (not an empty list).
-async fn user_page<I, O>(
+async fn user_page<I: Serialize>(
     state: &AppState,
     read: &ReadRequest,
     id: UserId,
@@ -354,17 +239,14 @@ async fn user_page<I, O>(
         &'a dyn ReadModel,
         UserId,
         &'a PageRequest,
-    ) -> BoxFuture<'a, Result<rm::Page<I>, ReadError>>,
-) -> Result<Response, ApiError>
-where
-    O: From<rm::Page<I>> + Serialize,
-{
+    ) -> BoxFuture<'a, Result<Page<I>, ReadError>>,
+) -> Result<Response, ApiError> {
     let page = params.request()?;
     read.answer(state, reads, async {
         if state.read_model.profile(id).await?.is_none() {
             return Err(unknown_user(id));
         }
-        Ok(O::from(fetch(state.read_model.as_ref(), id, &page).await?))
+        Ok(fetch(state.read_model.as_ref(), id, &page).await?)
     })
     .await
 }
