@@ -34,6 +34,22 @@ fn newest_below(ids: &[PostId], before: PostId, n: usize) -> impl Iterator<Item 
     ids[end.saturating_sub(n)..end].iter().rev().copied()
 }
 
+/// Keeps in `page` (distinct, newest first, at most `n`) the newest `n` of itself and of
+/// `more` (newest first). Stops at the first of `more` too old to enter: following many
+/// prolific celebrities costs a few comparisons each, not a sort of all their posts.
+fn merge_newest(page: &mut Vec<PostId>, more: impl Iterator<Item = PostId>, n: usize) {
+    for id in more {
+        if page.len() >= n && page.last().is_some_and(|&last| id <= last) {
+            break;
+        }
+        let at = page.partition_point(|&p| p > id);
+        if page.get(at) != Some(&id) {
+            page.insert(at, id);
+            page.truncate(n);
+        }
+    }
+}
+
 impl MemReadModel {
     pub fn new(image: Image, tables: PgReadModel) -> Self {
         Self { image, tables }
@@ -150,18 +166,20 @@ impl ReadModel for MemReadModel {
         }
         // The inbox page merged with the followed celebrities' newest posts since each
         // follow's `feed_from`, a post found both ways once.
-        let mut keys: Vec<PostId> = self.feeds(|s| {
-            let mut keys: Vec<PostId> = newest_below(s.inbox(user), before, limit + 1).collect();
+        let keys: Vec<PostId> = self.feeds(|s| {
+            let mut keys = Vec::with_capacity(limit + 2);
+            merge_newest(
+                &mut keys,
+                newest_below(s.inbox(user), before, limit + 1),
+                limit + 1,
+            );
             for (celebrity, from) in s.celebrities_followed(user) {
                 let posts = s.posts_of(celebrity);
                 let since = &posts[posts.partition_point(|&p| p < from)..];
-                keys.extend(newest_below(since, before, limit + 1));
+                merge_newest(&mut keys, newest_below(since, before, limit + 1), limit + 1);
             }
             keys
         })?;
-        keys.sort_unstable_by(|a, b| b.cmp(a));
-        keys.dedup();
-        keys.truncate(limit + 1);
         let (keys, more) = split_page(keys, limit);
         let shown = shown + keys.len() as i64;
         let next_cursor = cursor::feed_next(keys.last(), more, shown, cap);
@@ -243,5 +261,23 @@ impl ReadModel for MemReadModel {
             Reads::State(projections) => self.progress_reaching(projections, min, timeout).await,
             Reads::FollowLists => self.tables.progress_of_reaching(reads, min, timeout).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_newest;
+
+    #[test]
+    fn merging_keeps_the_newest_distinct_ids() {
+        let mut page = vec![];
+        merge_newest(&mut page, [9, 7, 5, 3].into_iter(), 3);
+        assert_eq!(page, vec![9, 7, 5]);
+        merge_newest(&mut page, [8, 7, 6, 1].into_iter(), 3);
+        assert_eq!(page, vec![9, 8, 7]);
+        merge_newest(&mut page, [2, 1].into_iter(), 3);
+        assert_eq!(page, vec![9, 8, 7]);
+        merge_newest(&mut page, [10].into_iter(), 5);
+        assert_eq!(page, vec![10, 9, 8, 7]);
     }
 }
