@@ -27,19 +27,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
-use murmur_domain::rules::{
-    normalize_password, validate_display_name, validate_handle, validate_password,
-    validate_post_body,
-};
+use murmur_domain::rules::validate_post_body;
 use murmur_domain::{
-    DomainError, EventMetadata, Follow, FollowCommand, Handle, HandleCommand, HandleEvent,
-    MurmurEvent, MurmurUpcaster, Post, PostCommand, PostId, User, UserCommand, UserDirectory,
-    UserId,
+    DomainError, EventMetadata, Follow, FollowCommand, Handle, MurmurUpcaster, Post, PostCommand,
+    PostId, User, UserDirectory, UserId,
 };
 use murmur_projections::runtime::{Image, Wake};
 use murmur_projections::Position;
 use rand::Rng;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use crate::auth::Passwords;
 use batch::Batcher;

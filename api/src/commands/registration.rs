@@ -2,7 +2,18 @@
 //! `credentials` table; see [`Commands::register`] for how a crash anywhere in it never
 //! leaves a user who cannot log in, and how interrupted ones are completed.
 
-use super::*;
+use cqrs_es::{Aggregate, AggregateError};
+use murmur_domain::rules::{
+    normalize_password, validate_display_name, validate_handle, validate_password,
+};
+use murmur_domain::{
+    DomainError, EventMetadata, Handle, HandleCommand, HandleEvent, MurmurEvent, User, UserCommand,
+    UserId,
+};
+use murmur_projections::Position;
+use sqlx::Row;
+
+use super::{execute, metadata, CommandError, Commands};
 
 /// Handle claims read at a time when looking for interrupted registrations.
 pub const COMPLETION_PAGE: i64 = 5_000;
