@@ -86,11 +86,6 @@ impl PostsState {
         self.bodies.values()
     }
 
-    /// Resident bodies.
-    pub fn resident_len(&self) -> usize {
-        self.bodies.len()
-    }
-
     /// Whether `author`'s post `id` is live (resident or not).
     pub fn is_live(&self, author: UserId, id: PostId) -> bool {
         self.of_author(author).binary_search(&id).is_ok()
@@ -170,7 +165,7 @@ impl PostsState {
     }
 
     /// Whether a loaded row's body is held (among its author's newest).
-    pub fn wants_body(&self, post: PostId, author: UserId) -> bool {
+    fn wants_body(&self, post: PostId, author: UserId) -> bool {
         let list = self.of_author(author);
         match self.resident {
             Some(cap) => list.len() <= cap || post >= list[list.len() - cap],
