@@ -45,14 +45,21 @@ async fn stalled_request_heads_are_closed_while_others_are_served(
             .unwrap();
         stalled.push(stream);
     }
-    let healthy = s.get("/healthz").send().await.unwrap();
+    // A new connection per request: the header timeout also closes idle keep-alive
+    // connections, and a pooled one could be reused just as the server closes it.
+    let fresh = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let healthy = fresh.get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(healthy.status(), StatusCode::OK);
     for stream in &mut stalled {
         let answer = until_closed(stream).await;
         assert!(!answer.contains("200 OK"), "{answer}");
     }
     assert_eq!(
-        s.get("/healthz").send().await.unwrap().status(),
+        fresh.get(s.url("/healthz")).send().await.unwrap().status(),
         StatusCode::OK
     );
     s.stop().await;
