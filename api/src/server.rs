@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{load_or_create_secret, TokenKeys};
 use crate::commands::Commands;
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Shared};
 
 /// `migrations/`, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -158,7 +158,7 @@ pub fn state(
     if let Some(token) = config.admin_token.as_deref().filter(|t| !t.is_empty()) {
         crate::auth::check_secret_length("MURMUR_ADMIN_TOKEN", token)?;
     }
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         commands: Arc::new(Commands::new(pool.clone(), image.clone(), wake)),
         read_model,
         tokens: Arc::new(TokenKeys::new(&secret, config.token_ttl)),
@@ -168,7 +168,7 @@ pub fn state(
         read_pool,
         image,
         login_throttle: Arc::default(),
-    })
+    }))
 }
 
 /// What queries read: the memory image (loaded by the projector tasks in the background:

@@ -57,9 +57,28 @@ fn drop_unfit_request_id<B>(mut request: Request<B>) -> Request<B> {
     request
 }
 
-/// Everything a handler may use. Cheap to clone.
+/// Everything a handler may use, behind one `Arc`: extractors clone the state for every
+/// request, and one shared count is cheaper than one per field (each a cache line the two
+/// cores pass back and forth).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     /// The primary: commands.
     pub pool: PgPool,
     /// Where the node reads the log and the tables (follower lists, checkpoints, audit):

@@ -3,6 +3,7 @@
 //! Every handler answers through [`ReadRequest::answer`] (freshness, position, ETag).
 
 pub mod freshness;
+mod render;
 
 use axum::extract::State;
 use axum::response::Response;
@@ -12,10 +13,11 @@ use futures::future::BoxFuture;
 use murmur_domain::UserId;
 use murmur_projections::read_model::{names, Page, PostItem, Profile, UserListItem};
 use murmur_projections::{PageRequest, ReadError, ReadModel, Reads};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::IntoParams;
 
 pub use freshness::ReadRequest;
+pub use render::Render;
 
 use super::extractor::{AuthUser, Path, Query};
 use super::{ApiError, AppState};
@@ -229,7 +231,7 @@ pub async fn get_following(
 }
 
 /// A page of one of `id`'s public lists: 404 when `id` has no profile (not an empty list).
-async fn user_page<I: Serialize>(
+async fn user_page<I>(
     state: &AppState,
     read: &ReadRequest,
     id: UserId,
@@ -240,7 +242,10 @@ async fn user_page<I: Serialize>(
         UserId,
         &'a PageRequest,
     ) -> BoxFuture<'a, Result<Page<I>, ReadError>>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ApiError>
+where
+    Page<I>: Render,
+{
     let page = params.request()?;
     read.answer(state, reads, async {
         if state.read_model.profile(id).await?.is_none() {
