@@ -50,6 +50,12 @@ pub struct Config {
     #[arg(long, env = "MURMUR_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
 
+    /// How long the projections' durable copies may trail memory while events keep coming
+    /// (a flush's WAL is what commands' commits wait behind: smaller, more frequent flushes
+    /// keep that wait short).
+    #[arg(long, env = "MURMUR_FLUSH_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+
     /// Most connections served at once (more wait in the listen backlog).
     #[arg(long, env = "MURMUR_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

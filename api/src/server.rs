@@ -139,6 +139,7 @@ pub fn projector_config(config: &Config) -> ProjectorConfig {
     ProjectorConfig {
         celebrity_threshold: config.shared.celebrity_threshold,
         poll_interval: config.poll_interval,
+        flush_interval: config.flush_interval,
         ..ProjectorConfig::default()
     }
 }

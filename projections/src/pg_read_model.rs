@@ -164,7 +164,7 @@ macro_rules! user_list {
 
 impl PgReadModel {
     /// `owner`'s inbox as the durable copy holds it: its row with the owner's journal
-    /// entries replayed (one statement, one snapshot). Reads the whole journal: this read
+    /// entries after the row's `as_of` replayed (one statement, one snapshot). Reads the whole journal: this read
     /// model is the reference, memory serves feeds.
     async fn inbox(&self, owner: UserId) -> Result<Vec<PostId>, ReadError> {
         let (base, journal): (Option<Vec<PostId>>, Vec<PostId>) = sqlx::query_as(
@@ -172,7 +172,10 @@ impl PgReadModel {
                     ARRAY(SELECT x.entry
                           FROM feed_inbox_journal j,
                                unnest(j.owner_ids, j.entries) WITH ORDINALITY x(owner, entry, n)
-                          WHERE x.owner = $1 ORDER BY j.seq, x.n)",
+                          WHERE x.owner = $1
+                            AND j.seq > coalesce(
+                                (SELECT as_of FROM feed_inbox WHERE owner_id = $1), 0)
+                          ORDER BY j.seq, x.n)",
         )
         .bind(owner)
         .fetch_one(&self.pool)

@@ -98,6 +98,8 @@ impl Kind {
 }
 
 /// The in-memory state of one projection.
+// One per projection and node, moved only when installed: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyState {
     Profiles(ProfilesState),
     Posts(PostsState),

@@ -14,7 +14,9 @@ use common::*;
 use murmur_domain::{FollowEvent, MurmurEvent, PostEvent, PostId, UserEvent, UserId};
 use murmur_projections::log::checkpoint;
 use murmur_projections::runtime::{Projector, ProjectorConfig, Step};
-use murmur_projections::state::feeds::{DEFAULT_CELEBRITY_THRESHOLD, FOLLOW_BACKFILL, INBOX_CAP};
+use murmur_projections::state::feeds::{
+    Folding, DEFAULT_CELEBRITY_THRESHOLD, FOLLOW_BACKFILL, INBOX_CAP,
+};
 use murmur_projections::{Image, Kind, MemReadModel, PageRequest, PgReadModel, ReadModel};
 use murmur_replay::{rebuild, select, verify, Options, ProgressMode};
 use proptest::prelude::*;
@@ -431,9 +433,20 @@ async fn live_with_crashes_rebuild_and_the_reference_agree(pool: PgPool) {
         let context = format!("case {case}: threshold {threshold}, {users} users, {schedule:?}");
 
         // Few bodies held per author in some cases: evicted rows must still be written,
-        // reloaded and read from the table.
+        // reloaded and read from the table. Folding rounds that start after a few journal
+        // entries and write one or a few inboxes a flush, in most cases: rounds then span
+        // flushes, crashes and restarts.
         let config = ProjectorConfig {
             resident_posts: [1, 3, 800][case % 3],
+            folding: [
+                Folding { after: 1, chunk: 1 },
+                Folding {
+                    after: 20,
+                    chunk: 3,
+                },
+                Folding::default(),
+                Folding { after: 5, chunk: 2 },
+            ][case % 4],
             ..config(threshold, 50)
         };
         let image = project_live(&pool, &config, &schedule).await;
@@ -501,4 +514,81 @@ async fn an_author_crossing_up_beside_a_post_into_a_full_inbox(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(entries, 790);
+}
+
+/// The inboxes memory holds, ascending by owner.
+fn memory_inboxes(image: &Image) -> Vec<(UserId, Vec<PostId>)> {
+    let state = image.get(Kind::Feeds).read();
+    let feeds = state.as_feeds().unwrap();
+    let mut inboxes: Vec<_> = feeds.inboxes().map(|(o, p)| (o, p.to_vec())).collect();
+    inboxes.sort_unstable();
+    inboxes
+}
+
+/// Folding rounds that span many flushes while the inboxes keep changing (posts, unfollows,
+/// deletions between chunks): after every flush the durable copy (rows, with the journal
+/// rows after their `as_of` replayed) reads as memory does, a reload holds the same, and
+/// a rebuild and `verify` agree with the live tables.
+#[sqlx::test(migrations = "../migrations")]
+async fn folding_rounds_spanning_flushes_keep_the_inboxes(pool: PgPool) {
+    let users = 9;
+    let mut ops: Vec<Op> = (1..=users)
+        .flat_map(|a| (1..=users).map(move |b| Op::Follow(a, b)))
+        .collect();
+    for i in 0..120usize {
+        let author = (i % users as usize) as UserId + 1;
+        ops.push(match i % 13 {
+            5 => Op::Unfollow(author % users + 1, author),
+            9 => Op::Follow(author % users + 1, author),
+            11 => Op::Delete(i * 7),
+            // Bursts fill inboxes past the cap, where replaying an entry twice would show.
+            3 => Op::Posts(author, 90),
+            _ => Op::Posts(author, 1 + i % 3),
+        });
+    }
+    Clock::default()
+        .append(&pool, &events_of(users, &ops))
+        .await;
+    let config = ProjectorConfig {
+        folding: Folding { after: 4, chunk: 2 },
+        ..config(DEFAULT_CELEBRITY_THRESHOLD, 7)
+    };
+    let settings = config.settings();
+    let image = Image::new(&settings);
+    let live = image.get(Kind::Feeds).clone();
+    let mut projector = Projector::load_into(&pool, live.clone(), &settings, true)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    for round in 0.. {
+        let step = projector.step(&mut conn, 7).await.unwrap();
+        projector.flush_journal(&mut conn).await.unwrap();
+        let durable = murmur_projections::store::feeds::inboxes(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(durable, memory_inboxes(&image), "after flush {round}");
+        if round % 7 == 6 {
+            let before = memory_inboxes(&image);
+            projector = Projector::load_into(&pool, live.clone(), &settings, true)
+                .await
+                .unwrap();
+            assert_eq!(
+                memory_inboxes(&image),
+                before,
+                "reloaded after flush {round}"
+            );
+        }
+        if step == Step::Idle {
+            break;
+        }
+    }
+    let journal: i64 = sqlx::query_scalar("SELECT count(*) FROM feed_inbox_journal")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(journal > 0, "the history ends with a journal to replay");
+    projector.flush(&mut conn).await.unwrap();
+    let options = options(DEFAULT_CELEBRITY_THRESHOLD, 50);
+    let verified = verify(&pool, select(&[]).unwrap(), &options).await.unwrap();
+    assert!(verified.ok(), "{verified:?}");
 }

@@ -55,6 +55,8 @@ pub struct ProjectorConfig {
     pub celebrity_threshold: i64,
     /// Post bodies held per author (`state::posts::RESIDENT_POSTS`).
     pub resident_posts: usize,
+    /// How the inbox journal is folded into whole rows.
+    pub folding: crate::state::feeds::Folding,
     /// Longest the durable copy trails memory while events keep coming.
     pub flush_interval: Duration,
     /// Flush sooner once this many rows are pending.
@@ -72,6 +74,7 @@ impl Default for ProjectorConfig {
             standby_retry: Duration::from_secs(2),
             celebrity_threshold: crate::state::feeds::DEFAULT_CELEBRITY_THRESHOLD,
             resident_posts: crate::state::posts::RESIDENT_POSTS,
+            folding: crate::state::feeds::Folding::default(),
             flush_interval: Duration::from_millis(500),
             flush_rows: 500_000,
             rest: Duration::from_secs(10),
@@ -84,6 +87,7 @@ impl ProjectorConfig {
         Settings {
             celebrity_threshold: self.celebrity_threshold,
             resident_posts: self.resident_posts,
+            folding: self.folding,
         }
     }
 }

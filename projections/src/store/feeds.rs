@@ -4,9 +4,10 @@
 //! changes made since those rows were written) and `feed_celebrities`.
 //!
 //! A flush under load appends one journal row (two parallel arrays, owners and entries:
-//! 16 bytes a delivery, however many inboxes a post reaches); now and then a flush writes
-//! the changed inboxes whole instead and empties the journal (see `state::feeds`). The
-//! inboxes of the copy are its rows with the journal replayed in order ([`inboxes`]).
+//! 16 bytes a delivery, however many inboxes a post reaches); inboxes are written whole at
+//! rest (emptying the journal) and by folding rounds under load (see `state::feeds`), each
+//! row stamped with the newest journal row it includes (`as_of`). The inboxes of the copy
+//! are its rows with the journal rows after their `as_of` replayed in order ([`inboxes`]).
 
 use anyhow::Context;
 use murmur_domain::{PostId, UserId};
@@ -15,7 +16,7 @@ use sqlx::PgConnection;
 use super::copy::{copy_in, copy_out_all, Fields};
 use super::Snapshot;
 use crate::state::feeds::inbox::{self, JournalEntry};
-use crate::state::feeds::FeedsChanges;
+use crate::state::feeds::{FeedsChanges, Folding};
 use crate::state::{FeedsState, Fold};
 
 fn pair(f: &mut Fields<'_>) -> anyhow::Result<(i64, i64)> {
@@ -30,12 +31,20 @@ fn single(f: &mut Fields<'_>) -> anyhow::Result<i64> {
     f.int8()
 }
 
-fn inbox(f: &mut Fields<'_>) -> anyhow::Result<(i64, Vec<i64>)> {
-    Ok((f.int8()?, f.int8_array()?))
+fn inbox(f: &mut Fields<'_>) -> anyhow::Result<(i64, Vec<i64>, i64)> {
+    Ok((f.int8()?, f.int8_array()?, f.int8()?))
 }
 
-pub async fn load(snapshot: &mut Snapshot, celebrity_threshold: i64) -> anyhow::Result<FeedsState> {
+/// The journal rows each inbox row already includes: owner -> `as_of` (0s left out).
+type AsOf = rustc_hash::FxHashMap<UserId, i64>;
+
+pub async fn load(
+    snapshot: &mut Snapshot,
+    celebrity_threshold: i64,
+    folding: Folding,
+) -> anyhow::Result<FeedsState> {
     let mut state = FeedsState::new(celebrity_threshold);
+    state.set_folding(folding);
     state.set_tracking(false);
     snapshot
         .scan("feed_posts", "post_id, author_id", pair, |rows| {
@@ -63,15 +72,19 @@ pub async fn load(snapshot: &mut Snapshot, celebrity_threshold: i64) -> anyhow::
             }
         })
         .await?;
+    let mut as_of = AsOf::default();
     snapshot
-        .scan("feed_inbox", "owner_id, post_ids", inbox, |rows| {
-            for (owner, posts) in rows {
+        .scan("feed_inbox", "owner_id, post_ids, as_of", inbox, |rows| {
+            for (owner, posts, at) in rows {
+                if at > 0 {
+                    as_of.insert(owner, at);
+                }
                 state.load_inbox(owner, posts);
             }
         })
         .await?;
     // After the rows: the journal's entries change the inboxes the rows hold.
-    for (owner, entry) in journal(snapshot.conn()).await? {
+    for (owner, entry) in journal(snapshot.conn(), &as_of).await? {
         state.load_journal_entry(owner, entry);
     }
     state.finish_load();
@@ -79,17 +92,26 @@ pub async fn load(snapshot: &mut Snapshot, celebrity_threshold: i64) -> anyhow::
     Ok(state)
 }
 
-/// The journal's entries in the order they were made: (owner, entry).
-async fn journal(conn: &mut PgConnection) -> anyhow::Result<Vec<(UserId, JournalEntry)>> {
-    let rows: Vec<(Vec<UserId>, Vec<JournalEntry>)> =
-        sqlx::query_as("SELECT owner_ids, entries FROM feed_inbox_journal ORDER BY seq")
+/// The journal's entries in the order they were made, (owner, entry), leaving out those of
+/// rows an inbox's own row already includes (`as_of`).
+async fn journal(
+    conn: &mut PgConnection,
+    as_of: &AsOf,
+) -> anyhow::Result<Vec<(UserId, JournalEntry)>> {
+    let rows: Vec<(i64, Vec<UserId>, Vec<JournalEntry>)> =
+        sqlx::query_as("SELECT seq, owner_ids, entries FROM feed_inbox_journal ORDER BY seq")
             .fetch_all(&mut *conn)
             .await
             .context("reading the inbox journal")?;
-    let mut entries = Vec::with_capacity(rows.iter().map(|r| r.0.len()).sum());
-    for (owners, journaled) in rows {
+    let mut entries = Vec::with_capacity(rows.iter().map(|r| r.1.len()).sum());
+    for (seq, owners, journaled) in rows {
         anyhow::ensure!(owners.len() == journaled.len(), "a torn inbox journal row");
-        entries.extend(owners.into_iter().zip(journaled));
+        entries.extend(
+            owners
+                .into_iter()
+                .zip(journaled)
+                .filter(|(owner, _)| as_of.get(owner).is_none_or(|&at| seq > at)),
+        );
     }
     Ok(entries)
 }
@@ -97,12 +119,21 @@ async fn journal(conn: &mut PgConnection) -> anyhow::Result<Vec<(UserId, Journal
 /// The inboxes of the durable copy as `conn` sees it (the rows, with the journal replayed),
 /// ascending by owner, empty ones left out: what a load would hold.
 pub async fn inboxes(conn: &mut PgConnection) -> anyhow::Result<Vec<(UserId, Vec<PostId>)>> {
-    let mut inboxes: std::collections::BTreeMap<UserId, Vec<PostId>> =
-        copy_out_all(conn, "SELECT owner_id, post_ids FROM feed_inbox", inbox)
-            .await?
-            .into_iter()
-            .collect();
-    for (owner, entry) in journal(conn).await? {
+    let rows = copy_out_all(
+        conn,
+        "SELECT owner_id, post_ids, as_of FROM feed_inbox",
+        inbox,
+    )
+    .await?;
+    let mut as_of = AsOf::default();
+    let mut inboxes = std::collections::BTreeMap::new();
+    for (owner, posts, at) in rows {
+        if at > 0 {
+            as_of.insert(owner, at);
+        }
+        inboxes.insert(owner, posts);
+    }
+    for (owner, entry) in journal(conn, &as_of).await? {
         inbox::replay(inboxes.entry(owner).or_default(), entry);
     }
     Ok(inboxes.into_iter().filter(|(_, p)| !p.is_empty()).collect())
@@ -150,22 +181,43 @@ async fn write_follows(conn: &mut PgConnection, c: &FeedsChanges) -> anyhow::Res
     Ok(())
 }
 
-/// A journal row, or (complete) whole inboxes and an empty journal.
+/// Whole inboxes and an empty journal (complete), or a journal row and a folding round's
+/// inboxes (stamped with it), and at the round's end the journal up to its start deleted.
 async fn write_inbox_changes(conn: &mut PgConnection, c: &FeedsChanges) -> anyhow::Result<()> {
     if c.complete {
-        write_inboxes(conn, &c.inboxes).await?;
+        write_inboxes(conn, &c.inboxes, false).await?;
         sqlx::query("DELETE FROM feed_inbox_journal")
             .execute(&mut *conn)
             .await
             .context("emptying the inbox journal")?;
-    } else if !c.journal.is_empty() {
-        let (owners, entries): (Vec<UserId>, Vec<JournalEntry>) = c.journal.iter().copied().unzip();
-        sqlx::query("INSERT INTO feed_inbox_journal (owner_ids, entries) VALUES ($1, $2)")
-            .bind(&owners)
-            .bind(&entries)
+        // Empty rows folding rounds kept for their `as_of`, meaningless without a journal.
+        sqlx::query("DELETE FROM feed_inbox WHERE cardinality(post_ids) = 0")
             .execute(&mut *conn)
             .await
-            .context("journaling inbox changes")?;
+            .context("deleting empty inboxes")?;
+        return Ok(());
+    }
+    if !c.journal.is_empty() || c.round_starts {
+        let (owners, entries): (Vec<UserId>, Vec<JournalEntry>) = c.journal.iter().copied().unzip();
+        sqlx::query(
+            "INSERT INTO feed_inbox_journal (owner_ids, entries, round_start) VALUES ($1, $2, $3)",
+        )
+        .bind(&owners)
+        .bind(&entries)
+        .bind(c.round_starts)
+        .execute(&mut *conn)
+        .await
+        .context("journaling inbox changes")?;
+    }
+    write_inboxes(conn, &c.inboxes, true).await?;
+    if c.round_ends {
+        sqlx::query(
+            "DELETE FROM feed_inbox_journal
+             WHERE seq <= (SELECT max(seq) FROM feed_inbox_journal WHERE round_start)",
+        )
+        .execute(&mut *conn)
+        .await
+        .context("folding the inbox journal")?;
     }
     Ok(())
 }
@@ -215,10 +267,13 @@ async fn write_posts_and_celebrities(
     Ok(())
 }
 
-/// Rewrites whole inboxes (an empty one loses its row), staged through a binary `COPY`.
+/// Rewrites whole inboxes, each stamped with the newest journal row (which it includes),
+/// staged through a binary `COPY`. An empty one loses its row, unless `keep_empty` (while
+/// the journal keeps entries its row must not replay).
 async fn write_inboxes(
     conn: &mut PgConnection,
     inboxes: &[(UserId, Vec<PostId>)],
+    keep_empty: bool,
 ) -> anyhow::Result<()> {
     if inboxes.is_empty() {
         return Ok(());
@@ -240,18 +295,22 @@ async fn write_inboxes(
         },
     )
     .await?;
+    if !keep_empty {
+        sqlx::query(
+            "DELETE FROM feed_inbox i USING feed_inbox_stage s
+             WHERE i.owner_id = s.owner_id AND cardinality(s.post_ids) = 0",
+        )
+        .execute(&mut *conn)
+        .await
+        .context("deleting emptied inboxes")?;
+    }
     sqlx::query(
-        "DELETE FROM feed_inbox i USING feed_inbox_stage s
-         WHERE i.owner_id = s.owner_id AND cardinality(s.post_ids) = 0",
+        "INSERT INTO feed_inbox (owner_id, post_ids, as_of)
+         SELECT owner_id, post_ids, (SELECT coalesce(max(seq), 0) FROM feed_inbox_journal)
+         FROM feed_inbox_stage WHERE $1 OR cardinality(post_ids) > 0
+         ON CONFLICT (owner_id) DO UPDATE SET post_ids = EXCLUDED.post_ids, as_of = EXCLUDED.as_of",
     )
-    .execute(&mut *conn)
-    .await
-    .context("deleting emptied inboxes")?;
-    sqlx::query(
-        "INSERT INTO feed_inbox (owner_id, post_ids)
-         SELECT owner_id, post_ids FROM feed_inbox_stage WHERE cardinality(post_ids) > 0
-         ON CONFLICT (owner_id) DO UPDATE SET post_ids = EXCLUDED.post_ids",
-    )
+    .bind(keep_empty)
     .execute(&mut *conn)
     .await
     .context("writing inboxes")?;

@@ -19,6 +19,7 @@ use sqlx::PgConnection;
 pub use snapshot::Snapshot;
 
 use crate::read_model::names;
+use crate::state::feeds::Folding;
 use crate::state::{FeedsState, Fold, PostsState, ProfilesState};
 
 /// The settings a projection's contents depend on. They are stored with its checkpoint;
@@ -28,6 +29,8 @@ pub struct Settings {
     pub celebrity_threshold: i64,
     /// Post bodies held in memory per author: not part of the contents (not stored).
     pub resident_posts: usize,
+    /// How the inbox journal is folded: not part of the contents either.
+    pub folding: Folding,
 }
 
 /// A projection whose state has a durable copy.
@@ -126,7 +129,9 @@ impl Durable for FeedsState {
     const DEFERRED_INDEXES: &'static [&'static str] = &["follows_followers", "follows_following"];
 
     fn empty(settings: &Settings) -> Self {
-        FeedsState::new(settings.celebrity_threshold)
+        let mut state = FeedsState::new(settings.celebrity_threshold);
+        state.set_folding(settings.folding);
+        state
     }
 
     fn identity(settings: &Settings) -> serde_json::Value {
@@ -134,7 +139,7 @@ impl Durable for FeedsState {
     }
 
     async fn load(snapshot: &mut Snapshot, settings: &Settings) -> anyhow::Result<Self> {
-        feeds::load(snapshot, settings.celebrity_threshold).await
+        feeds::load(snapshot, settings.celebrity_threshold, settings.folding).await
     }
 
     async fn write_changes(conn: &mut PgConnection, changes: &Self::Changes) -> anyhow::Result<()> {

@@ -52,6 +52,7 @@ pub fn test_config() -> Config {
         db_pool_size: 20,
         no_projectors: false,
         poll_interval: Duration::from_millis(500),
+        flush_interval: Duration::from_millis(500),
         max_connections: 10_000,
         header_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),

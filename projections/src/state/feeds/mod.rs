@@ -19,10 +19,14 @@
 //! while its author is a celebrity: that bounds the work of a deletion.
 //!
 //! Inboxes are written to the durable copy as a journal of their changes (an entry per
-//! delivery or removal, [`inbox::replay`] applies them), and as whole rows only now and
-//! then ([`COMPLETE_AFTER`] entries, or when asked: at rest, at a last flush). A post reaches
-//! thousands of inboxes: rewriting each one it touched at every flush cost the database
-//! far more than the commands did.
+//! delivery or removal, [`inbox::replay`] applies them), and as whole rows now and then: a
+//! flush writes every changed inbox whole when asked (at rest, at a last flush), and under
+//! load, once the journal holds [`Folding::after`] entries, a folding round rewrites the
+//! inboxes changed until then a [`Folding::chunk`] per flush, each row stamped with the
+//! journal row it includes (`as_of`), and then deletes the journal up to the round's start.
+//! A post reaches thousands of inboxes: rewriting each one it touched at every flush cost
+//! the database far more than the commands did, and rewriting them all in one flush stalled
+//! commands for seconds behind its WAL.
 
 use chrono::{DateTime, Utc};
 use murmur_domain::{FollowEvent, MurmurEvent, PostEvent, PostId, UserId};
@@ -43,11 +47,25 @@ pub const INBOX_CAP: usize = 800;
 pub const FOLLOW_BACKFILL: usize = 20;
 /// The default celebrity threshold.
 pub const DEFAULT_CELEBRITY_THRESHOLD: i64 = 10_000;
-/// Journal entries after which the next flush writes whole inboxes again (and empties the
-/// journal): bounds what a load replays (about a second for 10M) and the journal's size (16
-/// bytes an entry). Writing every inbox changed since costs up to a row per reader, so it
-/// is done rarely: at 10M entries, at worst ~2 µs of rewriting per entry.
-pub const COMPLETE_AFTER: usize = 10_000_000;
+/// When and how fast the journal is folded into whole rows (see the module's comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Folding {
+    /// Journal entries that start a folding round: bounds what a load replays (about a
+    /// second for 10M) and the journal's size (16 bytes an entry).
+    pub after: usize,
+    /// Inboxes a flush of the round writes whole: spreads the rewrite (up to a row per
+    /// reader) over many flushes, so that no flush's WAL holds commands up for long.
+    pub chunk: usize,
+}
+
+impl Default for Folding {
+    fn default() -> Self {
+        Self {
+            after: 10_000_000,
+            chunk: 10_000,
+        }
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 struct User {
@@ -85,8 +103,13 @@ pub struct FeedsChanges {
     /// Whole rows this time: `inboxes` holds every inbox changed since the last whole
     /// write, and the journal written since is to be emptied.
     pub complete: bool,
-    /// Whole inboxes as they stand (empty: no row), when `complete`.
+    /// Whole inboxes as they stand: every changed one when `complete` (empty: no row),
+    /// else a folding round's chunk (empty: an empty row, which still says `as_of`).
     pub inboxes: Vec<(UserId, Vec<PostId>)>,
+    /// A folding round starts with this flush's journal row (written even if empty).
+    pub round_starts: bool,
+    /// The round ends with this flush: the journal up to its start is folded.
+    pub round_ends: bool,
     /// (post, author)
     pub posts_deleted: Vec<(PostId, UserId)>,
     /// (post, author)
@@ -132,6 +155,10 @@ pub struct FeedsState {
     journaled: usize,
     /// The next flush writes whole inboxes.
     complete_next: bool,
+    folding: Folding,
+    /// The inboxes of the folding round in progress still to write, in descending order of
+    /// owner id (written from the end); empty: no round.
+    round: Vec<u32>,
     /// Reused by inbox merges and removals.
     scratch: Vec<PostId>,
 }
@@ -169,12 +196,18 @@ impl FeedsState {
             dirty: Dirty::default(),
             journaled: 0,
             complete_next: false,
+            folding: Folding::default(),
+            round: Vec::new(),
             scratch: Vec::new(),
         }
     }
 
     pub fn celebrity_threshold(&self) -> i64 {
         self.threshold
+    }
+
+    pub fn set_folding(&mut self, folding: Folding) {
+        self.folding = folding;
     }
 
     /// Keep every follow's time in memory, so that [`FeedsState::follows`] can list whole
@@ -447,18 +480,18 @@ impl Fold for FeedsState {
     fn take_changes(&mut self) -> FeedsChanges {
         let journal = std::mem::take(&mut self.dirty.journal);
         self.journaled += journal.len();
-        let complete = std::mem::take(&mut self.complete_next) || self.journaled >= COMPLETE_AFTER;
         let mut changes = FeedsChanges {
-            complete,
+            complete: std::mem::take(&mut self.complete_next),
             ..FeedsChanges::default()
         };
-        if complete {
+        if changes.complete {
             self.take_inboxes(&mut changes);
         } else {
             changes.journal = journal
                 .into_iter()
                 .map(|(owner, entry)| (self.ids.id(owner), entry))
                 .collect();
+            self.fold_some(&mut changes);
         }
         let dirty = Dirty {
             edges: std::mem::take(&mut self.dirty.edges),
@@ -515,16 +548,18 @@ impl Fold for FeedsState {
     }
 
     fn journaled(&self) -> bool {
-        self.journaled > 0 || !self.dirty.journal.is_empty()
+        self.journaled > 0 || !self.dirty.journal.is_empty() || !self.round.is_empty()
     }
 }
 
 impl FeedsState {
-    /// Every inbox changed since the last whole write, as it stands, into `changes`; they
-    /// are whole again from here on.
+    /// Every inbox changed since the last whole write (a folding round's unwritten ones
+    /// included), as it stands, into `changes`; they are whole again from here on.
     fn take_inboxes(&mut self, changes: &mut FeedsChanges) {
         let mut owners = std::mem::take(&mut self.dirty.inboxes);
+        owners.append(&mut self.round);
         owners.sort_unstable_by_key(|&o| self.ids.id(o));
+        owners.dedup();
         for &owner in &owners {
             self.dirty.inbox_flags[owner as usize] = false;
             changes
@@ -532,6 +567,31 @@ impl FeedsState {
                 .push((self.ids.id(owner), self.users[owner as usize].inbox.clone()));
         }
         self.journaled = 0;
+    }
+
+    /// Starts a folding round once the journal is long enough, and writes the next chunk
+    /// of the round in progress. An inbox changed again after the round took it is
+    /// marked anew, for the next round.
+    fn fold_some(&mut self, changes: &mut FeedsChanges) {
+        if self.round.is_empty() && self.journaled >= self.folding.after {
+            let mut owners = std::mem::take(&mut self.dirty.inboxes);
+            for &owner in &owners {
+                self.dirty.inbox_flags[owner as usize] = false;
+            }
+            owners.sort_unstable_by_key(|&o| std::cmp::Reverse(self.ids.id(o)));
+            self.round = owners;
+            self.journaled = 0;
+            changes.round_starts = true;
+        }
+        if self.round.is_empty() {
+            return;
+        }
+        let from = self.round.len().saturating_sub(self.folding.chunk.max(1));
+        for owner in self.round.drain(from..).rev() {
+            let inbox = self.users[owner as usize].inbox.clone();
+            changes.inboxes.push((self.ids.id(owner), inbox));
+        }
+        changes.round_ends = self.round.is_empty();
     }
 
     /// Replays a journal entry of the durable copy onto a loaded inbox (see
