@@ -51,8 +51,8 @@ pub struct Config {
     pub poll_interval: Duration,
 
     /// How long the projections' durable copies may trail memory while events keep coming
-    /// (a flush's WAL is what commands' commits wait behind: smaller, more frequent flushes
-    /// keep that wait short).
+    /// (commands' commits wait behind a flush's WAL; whether smaller, more frequent flushes
+    /// shorten that wait is not measured yet).
     #[arg(long, env = "MURMUR_FLUSH_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub flush_interval: Duration,
 
