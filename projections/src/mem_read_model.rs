@@ -28,10 +28,18 @@ pub struct MemReadModel {
     tables: PgReadModel,
 }
 
+/// The part of an ascending slice below `before` (all of it on a first page, unsearched).
+fn below(ids: &[PostId], before: PostId) -> &[PostId] {
+    match ids.last() {
+        Some(&last) if last >= before => &ids[..ids.partition_point(|&p| p < before)],
+        _ => ids,
+    }
+}
+
 /// The newest `n` of an ascending slice, below `before`, newest first.
 fn newest_below(ids: &[PostId], before: PostId, n: usize) -> impl Iterator<Item = PostId> + '_ {
-    let end = ids.partition_point(|&p| p < before);
-    ids[end.saturating_sub(n)..end].iter().rev().copied()
+    let ids = below(ids, before);
+    ids[ids.len().saturating_sub(n)..].iter().rev().copied()
 }
 
 /// Keeps in `page` (distinct, newest first, at most `n`) the newest `n` of itself and of
@@ -173,10 +181,18 @@ impl ReadModel for MemReadModel {
                 newest_below(s.inbox(user), before, limit + 1),
                 limit + 1,
             );
-            for (celebrity, from) in s.celebrities_followed(user) {
-                let posts = s.posts_of(celebrity);
-                let since = &posts[posts.partition_point(|&p| p < from)..];
-                merge_newest(&mut keys, newest_below(since, before, limit + 1), limit + 1);
+            for celebrity in s.celebrities_followed(user) {
+                let posts = below(celebrity.posts(), before);
+                // Too old to enter a full page: skip the `feed_from` lookup too.
+                let Some(&newest) = posts.last() else {
+                    continue;
+                };
+                if keys.len() > limit && keys.last().is_some_and(|&last| newest <= last) {
+                    continue;
+                }
+                let from = celebrity.feed_from();
+                let since = posts.iter().rev().copied().take_while(|&p| p >= from);
+                merge_newest(&mut keys, since.take(limit + 1), limit + 1);
             }
             keys
         })?;

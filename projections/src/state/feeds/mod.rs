@@ -34,6 +34,7 @@ use rustc_hash::FxHashMap;
 
 pub mod inbox;
 mod read;
+pub use read::FollowedCelebrity;
 
 use inbox::{inbox_insert, inbox_merge, inbox_remove_all, JournalEntry};
 

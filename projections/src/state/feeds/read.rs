@@ -14,16 +14,20 @@ impl FeedsState {
             .map_or(&[], |i| self.users[i as usize].inbox.as_slice())
     }
 
-    /// The celebrities `reader` follows, each with the oldest of their posts the feed shows.
-    pub fn celebrities_followed(&self, reader: UserId) -> Vec<(UserId, PostId)> {
-        let Some(r) = self.ids.get(reader) else {
-            return vec![];
-        };
-        self.users[r as usize]
-            .celebrities
-            .iter()
-            .map(|&c| (self.ids.id(c), self.feed_from_of(r, c)))
-            .collect()
+    /// The celebrities `reader` follows. What each one's feed shows is looked up only when
+    /// asked ([`FollowedCelebrity::feed_from`]): a reader's page is mostly full before most
+    /// of their celebrities' posts could enter it.
+    pub fn celebrities_followed(
+        &self,
+        reader: UserId,
+    ) -> impl Iterator<Item = FollowedCelebrity<'_>> + '_ {
+        let r = self.ids.get(reader);
+        let celebrities = r.map_or(&[][..], |r| self.users[r as usize].celebrities.as_slice());
+        celebrities.iter().map(move |&c| FollowedCelebrity {
+            state: self,
+            reader: r.unwrap_or_default(),
+            celebrity: c,
+        })
     }
 
     /// An author's live posts, ascending.
@@ -94,6 +98,25 @@ impl FeedsState {
             .collect();
         rows.sort_unstable();
         rows
+    }
+}
+
+/// A celebrity a reader follows, as [`FeedsState::celebrities_followed`] lists them.
+pub struct FollowedCelebrity<'a> {
+    state: &'a FeedsState,
+    reader: u32,
+    celebrity: u32,
+}
+
+impl FollowedCelebrity<'_> {
+    /// The celebrity's live posts, ascending.
+    pub fn posts(&self) -> &[PostId] {
+        self.state.users[self.celebrity as usize].posts.as_slice()
+    }
+
+    /// The oldest of their posts the reader's feed shows.
+    pub fn feed_from(&self) -> PostId {
+        self.state.feed_from_of(self.reader, self.celebrity)
     }
 }
 
