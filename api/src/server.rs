@@ -9,6 +9,7 @@ use anyhow::Context;
 use murmur_projections::db;
 use murmur_projections::runtime::{self as projectors, Databases, ProjectorConfig, Wake};
 use murmur_projections::shutdown::Stop;
+use murmur_projections::state::feeds::Folding;
 use murmur_projections::{CheckpointView, Image, MemReadModel, PgReadModel, ReadModel, Role};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
@@ -140,6 +141,10 @@ pub fn projector_config(config: &Config) -> ProjectorConfig {
         celebrity_threshold: config.shared.celebrity_threshold,
         poll_interval: config.poll_interval,
         flush_interval: config.flush_interval,
+        folding: Folding {
+            after: config.inbox_fold_after,
+            ..Folding::default()
+        },
         ..ProjectorConfig::default()
     }
 }

@@ -53,6 +53,7 @@ pub fn test_config() -> Config {
         no_projectors: false,
         poll_interval: Duration::from_millis(500),
         flush_interval: Duration::from_millis(500),
+        inbox_fold_after: murmur_projections::state::feeds::Folding::default().after,
         max_connections: 10_000,
         header_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),

@@ -51,8 +51,12 @@ pub const DEFAULT_CELEBRITY_THRESHOLD: i64 = 10_000;
 /// When and how fast the journal is folded into whole rows (see the module's comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Folding {
-    /// Journal entries that start a folding round: bounds what a load replays (about a
-    /// second for 10M) and the journal's size (16 bytes an entry).
+    /// Journal entries that start a folding round: bounds what a load replays (about 1.6 s
+    /// per million entries at scale 1: 29 s for 18.7M) and the journal's size (16 bytes an
+    /// entry). A round rewrites every inbox changed since the last one, nearly every
+    /// reader's under a steady load, so its cost hardly depends on this: a larger one makes
+    /// rounds rarer (at 10M, under `writes.lua` at scale 1, a round of over a minute began
+    /// after every ~100 s of writes, and commands fell by a third while it ran).
     pub after: usize,
     /// Inboxes a flush of the round writes whole: spreads the rewrite (up to a row per
     /// reader) over many flushes, so that no flush's WAL holds commands up for long.
@@ -62,7 +66,7 @@ pub struct Folding {
 impl Default for Folding {
     fn default() -> Self {
         Self {
-            after: 10_000_000,
+            after: 50_000_000,
             chunk: 10_000,
         }
     }
