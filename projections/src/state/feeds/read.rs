@@ -30,13 +30,6 @@ impl FeedsState {
         })
     }
 
-    /// An author's live posts, ascending.
-    pub fn posts_of(&self, author: UserId) -> &[PostId] {
-        self.ids
-            .get(author)
-            .map_or(&[], |i| self.users[i as usize].posts.as_slice())
-    }
-
     pub fn is_celebrity(&self, author: UserId) -> bool {
         self.ids
             .get(author)
