@@ -44,6 +44,28 @@ port_open() {
     (exec 3<>"/dev/tcp/$PG_HOST/$PG_PORT") 2>/dev/null
 }
 
+# A server in crash recovery (or still starting) listens but refuses every connection until
+# it has replayed its WAL, which after a heavy write load can take minutes: wait for it
+# rather than mistake it for a login problem. pg_isready exits 1 exactly in that state.
+wait_until_accepting() {
+    command -v pg_isready >/dev/null || return 0
+    local waited=0 status
+    while :; do
+        status=0
+        pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 5 || status=$?
+        [ "$status" -ne 1 ] && return 0
+        if [ "$waited" -ge 1800 ]; then
+            pg_log "PostgreSQL at $PG_HOST:$PG_PORT still refuses connections after ${waited}s (recovery?)"
+            exit 1
+        fi
+        if [ $((waited % 30)) -eq 0 ]; then
+            pg_log "PostgreSQL at $PG_HOST:$PG_PORT is starting up (crash recovery?); waiting (${waited}s so far)"
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
+
 can_log_in() {
     command -v psql >/dev/null && psql -w "$PG_ADMIN_URL" -Atqc 'SELECT 1' >/dev/null 2>&1
 }
@@ -80,7 +102,7 @@ start_postgres() {
     # shellcheck disable=SC2086 # "version name" is two arguments
     as_root pg_ctlcluster $cluster start || true
     for _ in $(seq 1 60); do
-        port_open && return 0
+        port_open && wait_until_accepting && return 0
         sleep 0.5
     done
     pg_log "PostgreSQL did not start listening on $PG_HOST:$PG_PORT"
@@ -108,6 +130,7 @@ END \$\$; ALTER ROLE \"%s\" WITH LOGIN PASSWORD '%s';" "$PG_USER" "$PG_USER" "$P
 
 ensure_postgres() {
     parse_url "$1"
+    port_open && wait_until_accepting
     if can_log_in; then
         pg_log "PostgreSQL answers at $PG_HOST:$PG_PORT"
     else
