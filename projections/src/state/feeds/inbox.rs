@@ -12,6 +12,14 @@ pub(super) fn inbox_insert(inbox: &mut Vec<PostId>, post: PostId) -> bool {
     }
     match inbox.binary_search(&post) {
         Ok(_) => false,
+        // Full (so `post` is newer than the oldest, `at` > 0): the oldest leaves and the
+        // older part shifts down in place. Inserting first would grow the buffer past the cap,
+        // doubling every full inbox's memory and copying it once after each start-up.
+        Err(at) if inbox.len() == INBOX_CAP => {
+            inbox.copy_within(1..at, 0);
+            inbox[at - 1] = post;
+            true
+        }
         Err(at) => {
             inbox.insert(at, post);
             if inbox.len() > INBOX_CAP {
@@ -142,6 +150,25 @@ mod tests {
         assert_eq!(removed, [4, 5, 1001]);
         assert_eq!(inbox.len(), INBOX_CAP - 3);
         assert!(!inbox_remove_all(&mut inbox, &[1, 2, 3], &mut removed));
+    }
+
+    #[test]
+    fn a_full_inbox_takes_new_posts_in_place() {
+        let mut inbox: Vec<PostId> = (1..=INBOX_CAP as i64).map(|i| i * 10).collect();
+        let capacity = inbox.capacity();
+        let mut expected = inbox.clone();
+        for post in [15, 8005, 4321, 9000] {
+            assert!(inbox_insert(&mut inbox, post));
+            expected.push(post);
+            expected.sort_unstable();
+            expected.remove(0);
+            assert_eq!(inbox, expected);
+        }
+        assert_eq!(
+            inbox.capacity(),
+            capacity,
+            "a full inbox's buffer never grows"
+        );
     }
 
     #[test]
