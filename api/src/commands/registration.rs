@@ -179,16 +179,26 @@ impl Commands {
         use anyhow::Context;
         // Every claim's user registered, and each registration has its claim: as many
         // users as claims means none was cut short (two index-only counts, where the walk
-        // below reads every claim).
+        // below reads every claim). On one core and without JIT: the counts run while the
+        // node starts taking commands, and a parallel plan took both cores from them.
+        let mut tx = self.pool.begin().await.context("counting handle claims")?;
+        sqlx::query(
+            "SELECT set_config('max_parallel_workers_per_gather', '0', true),
+                    set_config('jit', 'off', true)",
+        )
+        .execute(&mut *tx)
+        .await
+        .context("configuring the count of handle claims")?;
         let (claims, users): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM events WHERE aggregate_type = $1 AND sequence = 1),
                     (SELECT count(*) FROM events WHERE aggregate_type = $2 AND sequence = 1)",
         )
         .bind(Handle::TYPE)
         .bind(User::TYPE)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .context("counting handle claims and users")?;
+        tx.commit().await.context("counting handle claims")?;
         if claims == users {
             return Ok(0);
         }
